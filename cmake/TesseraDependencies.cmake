@@ -1,0 +1,17 @@
+# Every dependency is a Debian 12 package; scripts/setup.sh installs them.
+find_package(Torch REQUIRED)           # libtorch-dev (LibTorch 1.13, CPU)
+find_package(CLI11 REQUIRED)           # libcli11-dev
+find_package(nlohmann_json 3 REQUIRED) # nlohmann-json3-dev
+find_package(spdlog REQUIRED)          # libspdlog-dev
+find_package(fmt REQUIRED)             # libfmt-dev
+find_package(ZLIB REQUIRED)            # zlib1g-dev
+find_package(Threads REQUIRED)
+if(TESSERA_BUILD_TESTS)
+  find_package(GTest REQUIRED)         # libgtest-dev
+  include(GoogleTest)
+endif()
+if(TESSERA_BUILD_BENCH)
+  find_package(benchmark REQUIRED)     # libbenchmark-dev
+endif()
+# stb_image_write (libstb-dev) is header-only.
+find_path(STB_INCLUDE_DIR stb/stb_image_write.h REQUIRED)

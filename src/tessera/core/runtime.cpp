@@ -1,0 +1,65 @@
+// Runtime set-up and machine description.
+#include "tessera/core/runtime.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "tessera/core/error.h"
+#include "tessera/core/log.h"
+
+namespace tessera {
+
+std::string blas_library() {
+  void* symbol = dlsym(RTLD_DEFAULT, "sgemm_");
+  Dl_info info{};
+  if (symbol == nullptr || dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "";
+  char resolved[4096];
+  if (realpath(info.dli_fname, resolved) == nullptr) return info.dli_fname;
+  return resolved;
+}
+
+bool blas_is_fast() {
+  const std::string lib = blas_library();
+  return lib.find("openblas") != std::string::npos || lib.find("mkl") != std::string::npos;
+}
+
+void init_runtime(int threads) {
+  TESSERA_CHECK(threads >= 0, "--threads must be >= 0 (0 = all cores), got {}", threads);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads > 0 ? threads : cores);
+  static bool warned = false;
+  if (!warned && !blas_is_fast()) {
+    warned = true;
+    log::warn(
+        "LibTorch is using the reference BLAS ({}): matmul is ~15x slower. Fix: apt-get install "
+        "libopenblas0-openmp (scripts/setup.sh does this).",
+        blas_library().empty() ? "unknown library" : blas_library());
+  }
+}
+
+nlohmann::json machine_info() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::string cpu = "unknown";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return {{"hostname", host},
+          {"cpu", cpu},
+          {"cores", std::thread::hardware_concurrency()},
+          {"torch_threads", torch::get_num_threads()},
+          {"torch_version", TORCH_VERSION},
+          {"blas", blas_library()}};
+}
+
+}  // namespace tessera

@@ -1,0 +1,35 @@
+// Shared test helpers: a seeded fixture and a scratch directory removed after each test.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+
+namespace tessera::testing {
+
+/// Seeds LibTorch (and anything using tessera::seed_everything) before every test.
+class SeededTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+};
+
+/// A fresh directory under the system temp dir; removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  /// path() + "/" + name
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// Writes raw bytes to a file (non-atomically; for crafting bad inputs in tests).
+void write_bytes(const std::string& path, const std::string& bytes);
+
+}  // namespace tessera::testing
