@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tessera/data/dataset.h"
@@ -67,8 +68,9 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 /// forward: images [B, C, H, W] -> logits [B, K].
 EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                     const data::Dataset& dataset, int64_t batch_size = 512);
-/// Same for a module with forward(Tensor) (sets eval mode, restores train mode afterwards).
-template <typename ModuleHolder>
+/// Same for a module holder with forward(Tensor) (sets eval mode, restores train mode afterwards).
+/// (Enabled only for module holders, so a lambda picks the std::function overload.)
+template <typename ModuleHolder, typename = decltype(std::declval<ModuleHolder&>()->is_training())>
 EvalResult evaluate(ModuleHolder& model, const data::Dataset& dataset, int64_t batch_size = 512) {
   const bool was_training = model->is_training();
   model->eval();
@@ -90,7 +92,7 @@ std::vector<EpochStats> fit(torch::nn::Module& module,
                             const TrainOptions& options, const EpochCallback& on_epoch = {});
 
 /// Convenience overload for a module holder with forward(Tensor).
-template <typename ModuleHolder>
+template <typename ModuleHolder, typename = decltype(std::declval<ModuleHolder&>()->is_training())>
 std::vector<EpochStats> fit(ModuleHolder& model, const data::Dataset& train_set,
                             const data::Dataset* test_set, const TrainOptions& options,
                             const EpochCallback& on_epoch = {}) {

@@ -1,0 +1,194 @@
+// Batch-invariant matmul for LLM inference. One 8-lane accumulator per (row, column): lane l sums
+// the products with k = l (mod 8) for k below the last multiple of 8, the lanes are added in a
+// fixed tree, then the tail is added with scalar fma. The AVX2 kernels and the scalar fallback
+// follow exactly this order, so they agree bit for bit and any row grouping gives the same result.
+#include "tessera/models/llm_kernels.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define TESSERA_HAVE_X86 1
+#endif
+
+namespace tessera::models {
+namespace {
+
+// The fixed lane-summation tree shared by every path.
+inline float sum_lanes(const float* l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+float dot_scalar(const float* x, const float* w, int64_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (int l = 0; l < 8; ++l) lanes[l] = std::fma(w[k + l], x[k + l], lanes[l]);
+  }
+  float s = sum_lanes(lanes);
+  for (; k < n; ++k) s = std::fma(w[k], x[k], s);
+  return s;
+}
+
+#ifdef TESSERA_HAVE_X86
+// R weight rows x G input rows per call; R*G accumulators stay in registers.
+template <int R, int G>
+__attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx, const float* w,
+                                                    int64_t ldw, int64_t n_in, float* y,
+                                                    int64_t ldy, const float* bias) {
+  __m256 acc[R][G];
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n_in; k += 8) {
+    __m256 xv[G];
+    for (int g = 0; g < G; ++g) xv[g] = _mm256_loadu_ps(x + g * ldx + k);
+    for (int r = 0; r < R; ++r) {
+      const __m256 wv = _mm256_loadu_ps(w + r * ldw + k);
+      for (int g = 0; g < G; ++g) acc[r][g] = _mm256_fmadd_ps(wv, xv[g], acc[r][g]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int g = 0; g < G; ++g) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc[r][g]);
+      float s = sum_lanes(lanes);
+      for (int64_t kk = k; kk < n_in; ++kk) s = std::fma(w[r * ldw + kk], x[g * ldx + kk], s);
+      if (bias != nullptr) s += bias[r];
+      y[g * ldy + r] = s;
+    }
+  }
+}
+
+// Columns [j0, j1) for all rows: weight-row pairs outer so they stay in L1 while the (few) input
+// rows stream from L2; groups of 4 input rows share each weight load.
+void block_avx2(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, const float* w,
+                int64_t ldw, float* y, int64_t ldy, const float* bias, int64_t j0, int64_t j1) {
+  const int64_t n_groups = n_rows / 4;
+  if (n_groups > 0) {
+    int64_t j = j0;
+    for (; j + 2 <= j1; j += 2) {
+      for (int64_t gi = 0; gi < n_groups; ++gi) {
+        micro_avx2<2, 4>(x + gi * 4 * ldx, ldx, w + j * ldw, ldw, n_in, y + gi * 4 * ldy + j, ldy,
+                         bias ? bias + j : nullptr);
+      }
+    }
+    for (; j < j1; ++j) {
+      for (int64_t gi = 0; gi < n_groups; ++gi) {
+        micro_avx2<1, 4>(x + gi * 4 * ldx, ldx, w + j * ldw, ldw, n_in, y + gi * 4 * ldy + j, ldy,
+                         bias ? bias + j : nullptr);
+      }
+    }
+  }
+  for (int64_t t = n_groups * 4; t < n_rows; ++t) {
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8) {
+      micro_avx2<8, 1>(x + t * ldx, ldx, w + j * ldw, ldw, n_in, y + t * ldy + j, ldy,
+                       bias ? bias + j : nullptr);
+    }
+    for (; j < j1; ++j) {
+      micro_avx2<1, 1>(x + t * ldx, ldx, w + j * ldw, ldw, n_in, y + t * ldy + j, ldy,
+                       bias ? bias + j : nullptr);
+    }
+  }
+}
+
+bool cpu_has_avx2_fma() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+void block_scalar(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, const float* w,
+                  int64_t ldw, float* y, int64_t ldy, const float* bias, int64_t j0, int64_t j1) {
+  for (int64_t t = 0; t < n_rows; ++t) {
+    for (int64_t j = j0; j < j1; ++j) {
+      float s = dot_scalar(x + t * ldx, w + j * ldw, n_in);
+      if (bias != nullptr) s += bias[j];
+      y[t * ldy + j] = s;
+    }
+  }
+}
+
+bool use_avx2() {
+#ifdef TESSERA_HAVE_X86
+  static const bool ok = cpu_has_avx2_fma();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+const char* matmul_kernel_name() { return use_avx2() ? "avx2-fma" : "scalar"; }
+
+float dot_invariant(const float* x, const float* w, int64_t n) { return dot_scalar(x, w, n); }
+
+void matmul_rows(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, const float* w,
+                 int64_t n_out, int64_t ldw, float* y, int64_t ldy, const float* bias) {
+  if (n_rows <= 0 || n_out <= 0) return;
+  // Columns in blocks of 16; enough blocks per task that a task does >= ~64k multiply-adds, so
+  // tiny matmuls run on one thread instead of paying the fork/join.
+  constexpr int64_t kBlock = 16;
+  const int64_t n_blocks = (n_out + kBlock - 1) / kBlock;
+  const int64_t work_per_block = std::max<int64_t>(1, kBlock * n_in * n_rows);
+  const int64_t grain = std::max<int64_t>(1, 65536 / work_per_block);
+  const bool avx2 = use_avx2();
+  at::parallel_for(0, n_blocks, grain, [&](int64_t b0, int64_t b1) {
+    const int64_t j0 = b0 * kBlock;
+    const int64_t j1 = std::min(n_out, b1 * kBlock);
+#ifdef TESSERA_HAVE_X86
+    if (avx2) {
+      block_avx2(x, n_rows, n_in, ldx, w, ldw, y, ldy, bias, j0, j1);
+      return;
+    }
+#endif
+    block_scalar(x, n_rows, n_in, ldx, w, ldw, y, ldy, bias, j0, j1);
+  });
+}
+
+void matmul_rows_reference(const float* x, int64_t n_rows, int64_t n_in, const float* w,
+                           int64_t n_out, float* y, const float* bias) {
+  for (int64_t t = 0; t < n_rows; ++t) {
+    for (int64_t j = 0; j < n_out; ++j) {
+      double s = bias != nullptr ? bias[j] : 0.0;
+      for (int64_t k = 0; k < n_in; ++k)
+        s += static_cast<double>(x[t * n_in + k]) * w[j * n_in + k];
+      y[t * n_out + j] = static_cast<float>(s);
+    }
+  }
+}
+
+double stream_triad_bandwidth(int64_t n, int repeats) {
+  std::vector<float> a(n), b(n), c(n);
+  // First touch by the same threads and partition as the timed loop.
+  at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      a[i] = 0.0f;
+      b[i] = 1.0f;
+      c[i] = 2.0f;
+    }
+  });
+  const float s = 3.0f;
+  double best = 0.0;
+  for (int rep = 0; rep < repeats; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
+      float* pa = a.data();
+      const float* pb = b.data();
+      const float* pc = c.data();
+      for (int64_t i = i0; i < i1; ++i) pa[i] = pb[i] + s * pc[i];
+    });
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 3.0 * 4.0 * static_cast<double>(n) / dt);
+  }
+  return best;
+}
+
+}  // namespace tessera::models
