@@ -1,0 +1,212 @@
+// The attack-and-defense trial, the check-overhead timing and the evasion experiment.
+#include "tessera/bitflip/experiment.h"
+
+#include <algorithm>
+#include <set>
+
+#include "tessera/bitflip/crc_guard.h"
+#include "tessera/bitflip/guard.h"
+#include "tessera/bitflip/rng.h"
+#include "tessera/core/error.h"
+#include "tessera/core/timer.h"
+
+namespace tessera::bitflip {
+
+namespace {
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
+}
+
+}  // namespace
+
+torch::Tensor sample_attack_batch(const data::Dataset& pool, int64_t n, uint64_t seed) {
+  TESSERA_CHECK(pool.size() > 0, "the attack pool is empty");
+  n = std::min(n, pool.size());
+  std::mt19937_64 rng(seed);
+  // A seeded partial Fisher-Yates: the first n of a random permutation of the pool.
+  std::vector<int64_t> order(static_cast<size_t>(pool.size()));
+  for (int64_t i = 0; i < pool.size(); ++i) order[static_cast<size_t>(i)] = i;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto j =
+        i + static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(pool.size() - i)));
+    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
+  }
+  order.resize(static_cast<size_t>(n));
+  return pool.subset(order).images;
+}
+
+TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_pool,
+                      const data::Dataset& eval_set, const TrialOptions& options, uint64_t seed) {
+  TESSERA_CHECK(options.n_defended_flips <= options.n_flips,
+                "defended flips ({}) cannot exceed PBFA flips ({})", options.n_defended_flips,
+                options.n_flips);
+  TESSERA_CHECK(options.n_flips >= 1 && options.n_random_flips >= 0 && options.attack_batch >= 1,
+                "trial needs n_flips >= 1, n_random_flips >= 0 and attack_batch >= 1");
+  Timer timer;
+  TrialResult result;
+  // PBFA on an unprotected copy.
+  {
+    QuantizedModel victim = clean.clone();
+    AttackOptions attack;
+    attack.method = "pbfa";
+    attack.n_flips = options.n_flips;
+    attack.pbfa = options.pbfa;
+    const auto out = run_attack(
+        victim, sample_attack_batch(attack_pool, options.attack_batch, seed), &eval_set, attack);
+    result.flips = out.flips;
+    result.pbfa_accuracy = out.accuracy_after;
+  }
+  // Random flips.
+  {
+    QuantizedModel victim = clean.clone();
+    std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);
+    for (int64_t i = 0; i < options.n_random_flips; ++i) {
+      random_flip(victim, rng);
+      result.random_accuracy.push_back(evaluate(victim, eval_set).accuracy);
+    }
+  }
+  const std::vector<BitFlip> dumped(result.flips.begin(),
+                                    result.flips.begin() + options.n_defended_flips);
+  result.defended_attack_accuracy =
+      result.pbfa_accuracy[static_cast<size_t>(options.n_defended_flips - 1)];
+  // RADAR, one protected copy per G: sign the clean weights, dump the flips, check, recover.
+  const RadarKey key = RadarKey::from_seed(seed);
+  for (const int64_t g_size : options.group_sizes) {
+    const Radar radar(key, RadarOptions{g_size, options.check_bits}, clean.weights);
+    const GoldenSignatures golden = radar.sign(clean.weights);
+    QuantizedModel victim = clean.clone();
+    apply_flips(victim, dumped);
+    const CheckResult check = radar.check(victim.weights, golden);
+    RadarOutcome outcome;
+    outcome.group_size = g_size;
+    outcome.n_flips = static_cast<int64_t>(dumped.size());
+    for (const auto& flip : dumped) {
+      const size_t layer = victim.layer_index(flip.layer);
+      if (check.is_flagged(layer, radar.layout(layer).group_of(flip.index))) ++outcome.n_detected;
+    }
+    outcome.n_flagged_groups = check.n_flagged_groups();
+    outcome.n_weights_zeroed = radar.recover(victim.weights, check);
+    victim.sync();
+    outcome.recovered_accuracy = evaluate(victim, eval_set).accuracy;
+    outcome.storage_fraction = static_cast<double>(golden.storage_bits()) /
+                               static_cast<double>(clean.n_weights() * clean.bits);
+    result.radar.push_back(outcome);
+  }
+  // CRC32 per layer: detects the layers, recovers only whole layers.
+  {
+    const CrcSignatures golden = crc_sign(clean.weights);
+    QuantizedModel zeroed = clean.clone();
+    apply_flips(zeroed, dumped);
+    QuantizedModel reloaded = zeroed.clone();
+    const auto bad = crc_check(zeroed.weights, golden);
+    result.crc.n_layers_flagged = static_cast<int64_t>(bad.size());
+    result.crc.n_weights_zeroed = crc_recover_zero(zeroed.weights, bad);
+    zeroed.sync();
+    result.crc.zeroed_accuracy = evaluate(zeroed, eval_set).accuracy;
+    crc_recover_reload(reloaded.weights, clean.weights, bad);
+    reloaded.sync();
+    result.crc.reload_accuracy = evaluate(reloaded, eval_set).accuracy;
+  }
+  result.seconds = timer.elapsed_s();
+  return result;
+}
+
+OverheadResult measure_check_overhead(QuantizedModel& model, const Radar& radar,
+                                      const GoldenSignatures& golden, const torch::Tensor& batch,
+                                      int64_t n_reps) {
+  TESSERA_CHECK(n_reps >= 1, "n_reps must be >= 1, got {}", n_reps);
+  RadarGuard guard(model, radar, golden, GuardOptions{1, true});
+  // Warm-up: allocator, thread pool, caches.
+  for (int i = 0; i < 2; ++i) {
+    model.predict(batch);
+    guard.forward(batch);
+  }
+  std::vector<double> plain, guarded, check_only;
+  for (int64_t rep = 0; rep < n_reps; ++rep) {
+    Timer t1;
+    model.predict(batch);
+    plain.push_back(static_cast<double>(t1.elapsed_us()));
+    Timer t2;
+    guard.forward(batch);
+    guarded.push_back(static_cast<double>(t2.elapsed_us()));
+    Timer t3;
+    radar.check(model.weights, golden);
+    check_only.push_back(static_cast<double>(t3.elapsed_us()));
+  }
+  OverheadResult out;
+  out.t_inference_us = median(plain);
+  out.t_guarded_us = median(guarded);
+  out.t_check_us = median(check_only);
+  out.overhead_fraction = out.t_inference_us > 0 ? out.t_check_us / out.t_inference_us : 0.0;
+  return out;
+}
+
+EvasionResult measure_evasion(const QuantizedModel& clean, int64_t group_size, int64_t n_trials,
+                              uint64_t seed) {
+  TESSERA_CHECK(n_trials >= 1, "n_trials must be >= 1, got {}", n_trials);
+  const Radar radar(RadarKey::from_seed(seed), RadarOptions{group_size, 2}, clean.weights);
+  std::mt19937_64 rng(seed + 1);
+  EvasionResult out;
+  out.group_size = group_size;
+  double predicted_sum = 0.0;
+  const int bits = clean.bits;
+  auto flip_msb = [bits](int32_t v) {
+    return quant::from_twos_complement(quant::to_twos_complement(v, bits) ^ (1u << (bits - 1)),
+                                       bits);
+  };
+  // The checksum of one group, with optional replacement values for up to two elements.
+  auto group_sig = [&](const LayerLayout& layout, const int32_t* values, int64_t group, int64_t a,
+                       int32_t va, int64_t b, int32_t vb) {
+    std::vector<int32_t> w;
+    std::vector<int8_t> k;
+    const int64_t end = std::min((group + 1) * layout.group_size, layout.numel());
+    for (int64_t p = group * layout.group_size; p < end; ++p) {
+      const int64_t flat = layout.order[static_cast<size_t>(p)];
+      w.push_back(flat == a ? va : flat == b ? vb : values[flat]);
+      k.push_back(layout.keys[static_cast<size_t>(p)]);
+    }
+    return group_checksum(w.data(), k.data(), static_cast<int64_t>(w.size()), bits).signature();
+  };
+  while (out.n_trials < n_trials) {
+    const size_t layer = static_cast<size_t>(uniform_below(rng, clean.weights.size()));
+    const auto& q = clean.weights[layer];
+    const LayerLayout& layout = radar.layout(layer);
+    const int32_t* values = q.values.data_ptr<int32_t>();
+    const int64_t n = q.numel();
+    if (n < 2) continue;
+    const auto a = static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n)));
+    if (values[a] == 0) continue;
+    // The partner: a random other weight of the same (strict) sign, found by rejection.
+    int64_t b = -1;
+    for (int attempt = 0; attempt < 1000 && b < 0; ++attempt) {
+      const auto c = static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n)));
+      if (c != a && values[c] != 0 && (values[c] > 0) == (values[a] > 0)) b = c;
+    }
+    if (b < 0) continue;
+    const int32_t va = flip_msb(values[a]);
+    const int32_t vb = flip_msb(values[b]);
+    const int64_t ga = layout.group_of(a);
+    const int64_t gb = layout.group_of(b);
+    bool detected =
+        group_sig(layout, values, ga, -1, 0, -1, 0) != group_sig(layout, values, ga, a, va, b, vb);
+    if (gb != ga) {
+      detected = detected || group_sig(layout, values, gb, -1, 0, -1, 0) !=
+                                 group_sig(layout, values, gb, a, va, b, vb);
+    }
+    ++out.n_trials;
+    if (!detected) ++out.n_undetected;
+    // Key-space prediction: P(b in a's group) = (G-1)/(n-1); P(opposite keys) = (G/2)/(G-1)
+    // for balanced keys; the product is (G/2)/(n-1) (tail groups ignored; G capped at n).
+    const double g_eff = static_cast<double>(std::min(group_size, n));
+    predicted_sum += (g_eff / 2.0) / static_cast<double>(n - 1);
+  }
+  out.measured_rate = static_cast<double>(out.n_undetected) / static_cast<double>(out.n_trials);
+  out.predicted_rate = predicted_sum / static_cast<double>(out.n_trials);
+  return out;
+}
+
+}  // namespace tessera::bitflip
