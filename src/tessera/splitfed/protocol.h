@@ -1,0 +1,175 @@
+// The SFL protocol (research/sfl.md 1.1-1.2): run options shared by server and clients, and the
+// server's side of the protocol. Every transport delivers the same net::Message to
+// SplitServer::handle(), so in-process runs and gRPC runs execute the same code and give the same
+// numbers for the same seed.
+//
+// Messages (client -> server; all carry the client id given by the transport):
+//   join         meta {n_samples}              -> meta {options (SflOptions JSON), index}
+//   begin_epoch  meta {epoch}                  -> blocks until that epoch (or a later one) starts;
+//                                                 meta {epoch, active, finished, n_batches, lr},
+//                                                 tensors: the averaged client-side state
+//   step         meta {epoch, batch}, z, y     -> blocks until it is this client's turn;
+//                                                 tensors: grad (dL/dz), or meta {dropped: true}
+//   end_epoch    meta {epoch}, client state    -> meta {} (averaging happens when all are in)
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tessera/data/dataset.h"
+#include "tessera/models/model.h"
+#include "tessera/net/message.h"
+#include "tessera/splitfed/split.h"
+#include "tessera/train/train.h"
+
+namespace tessera::splitfed {
+
+/// Everything both sides must agree on. Sent to every client in the join reply.
+struct SflOptions {
+  models::ModelConfig model;
+  SplitOptions split;
+  int64_t n_clients = 3;
+  /// "v2": clients take turns on the one server model, which steps after every client step.
+  /// "v1": per global batch every active client sends its batch, server gradients are summed
+  ///       over clients and the server steps once (research/sfl.md 1.2, authors' naming).
+  std::string ordering = "v2";
+  double sample_ratio = 1.0;      ///< fraction of clients active per epoch (sampled, seeded)
+  std::string partition = "iid";  ///< "iid" or "label_shards" (non-IID)
+  int64_t shards_per_client = 2;  ///< label_shards only
+  int64_t epochs = 10;
+  int64_t batch_size = 64;  ///< per client and step
+  double lr = 0.05;         ///< server learning rate (SGD, momentum)
+  double client_lr = -1.0;  ///< < 0: same as lr
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  std::string schedule = "cosine";  ///< train::TrainOptions schedules
+  std::vector<int64_t> milestones;
+  double gamma = 0.2;
+  int64_t augment_pad = 2;
+  bool augment_flip = true;
+  int64_t n_train = 0;                ///< samples in the training set being partitioned
+  int64_t max_batches_per_epoch = 0;  ///< 0 = a full pass over the smallest shard
+  /// Defense (research/sfl.md 2.3): the server adds grad_noise * U[0, 1) to every returned
+  /// gradient. RECONSTRUCTED: applied to all clients, since the server cannot tell the attacker.
+  double grad_noise = 0.0;
+  /// Defense: L1 / L2 penalties on client-side weights (added to the client's loss).
+  double client_l1 = 0.0;
+  double client_l2 = 0.0;
+  uint64_t seed = 0;
+
+  nlohmann::json to_json() const;
+  static SflOptions from_json(const nlohmann::json& json);
+  /// Throws tessera::Error naming the first bad field.
+  void validate() const;
+  /// TrainOptions carrying this run's schedule (for train::learning_rate).
+  train::TrainOptions schedule_options() const;
+  double effective_client_lr() const { return client_lr < 0 ? lr : client_lr; }
+  /// "client0", "client1", ...
+  std::string client_id(int64_t index) const;
+};
+
+/// One finished epoch as the server saw it.
+struct EpochRecord {
+  int64_t epoch = 0;  ///< 0-based
+  double lr = 0.0;
+  double train_loss = 0.0;      ///< mean server-side CE over the epoch's steps
+  double train_accuracy = 0.0;  ///< on the steps' batches (augmented)
+  double test_accuracy = -1.0;  ///< -1 when the server has no test set
+  double test_loss = -1.0;
+  int64_t n_active = 0;
+  int64_t n_dropped = 0;
+  int64_t n_steps = 0;
+  double seconds = 0.0;
+  nlohmann::json to_json() const;
+  static EpochRecord from_json(const nlohmann::json& json);
+};
+
+/// Server-only settings (not sent to clients).
+struct ServerSettings {
+  /// A client whose turn it is and who has not sent its step within this time is dropped for
+  /// the rest of the epoch; the run goes on without it (it may rejoin at the next epoch).
+  int64_t step_timeout_ms = 30000;
+  int64_t max_batch = 1024;                 ///< largest batch accepted in one step
+  std::string checkpoint_path;              ///< written atomically after every epoch ("" = none)
+  bool resume = false;                      ///< load checkpoint_path if it exists
+  const data::Dataset* test_set = nullptr;  ///< evaluated after every epoch when given
+};
+
+/// Called with every accepted step's smashed data (curious-server attacks observe here).
+using SmashedObserver =
+    std::function<void(int64_t client, const torch::Tensor& z, const torch::Tensor& y)>;
+
+/// The server: one server-side model, the averaged client-side state, the epoch/turn machine.
+/// Thread-safe: each client's calls may arrive on its own thread.
+class SplitServer {
+ public:
+  SplitServer(SflOptions options, ServerSettings settings);
+  ~SplitServer();
+
+  /// The one entry point of both transports. Validates every tensor (dtype, shape, size,
+  /// finite, label range) and throws tessera::Error to refuse a bad message.
+  net::Message handle(const std::string& client_id, const net::Message& request);
+
+  /// Wakes every blocked call; later calls are refused. For shutdown.
+  void stop();
+  bool finished() const;
+  /// Blocks until all epochs are done (or stop()). Returns false on timeout.
+  bool wait_finished(int64_t timeout_ms) const;
+
+  const SflOptions& options() const { return options_; }
+  std::vector<EpochRecord> history() const;
+  /// Epochs completed so far (resumed ones included).
+  int64_t epochs_done() const;
+  /// The current full model pieces (copies), for attacks and evaluation after training.
+  State client_state() const;
+  State server_state() const;
+  ServerSide& server_model() { return server_; }
+  void add_observer(SmashedObserver observer);
+  /// Indices of the clients active in `epoch` (seeded; all when sample_ratio = 1).
+  std::vector<int64_t> active_clients(int64_t epoch) const;
+
+ private:
+  struct Epoch;
+  net::Message on_join(int64_t client, const net::Message& request);
+  net::Message on_begin_epoch(int64_t client, const net::Message& request);
+  net::Message on_step(int64_t client, const net::Message& request);
+  net::Message on_end_epoch(int64_t client, const net::Message& request);
+  int64_t client_index(const std::string& client_id) const;
+  void start_epoch_locked(int64_t epoch);
+  void advance_turn_locked();
+  void check_stall_locked();
+  void drop_locked(int64_t client, const std::string& why);
+  void maybe_finish_epoch_locked();
+  void finish_epoch_locked();
+  void save_checkpoint_locked() const;
+  void load_checkpoint();
+  bool wait_locked(std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready);
+
+  SflOptions options_;
+  ServerSettings settings_;
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
+  ServerSide server_{nullptr};
+  ClientSide eval_client_{nullptr};
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  State global_client_state_;
+  std::vector<int64_t> smashed_shape_;
+  std::unique_ptr<Epoch> epoch_;
+  int64_t epochs_done_ = 0;
+  std::vector<EpochRecord> history_;
+  std::vector<SmashedObserver> observers_;
+  bool stopped_ = false;
+  int64_t t_last_progress_us_ = 0;
+};
+
+}  // namespace tessera::splitfed
