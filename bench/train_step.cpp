@@ -40,10 +40,11 @@ int main(int argc, char** argv) {
   tessera::Timer timer;
   for (int i = 0; i < steps; ++i) step();
   const double seconds = timer.elapsed_s();
-  std::printf("{\"frontend\": \"cpp\", \"model\": \"%s\", \"batch\": %lld, \"steps\": %d, "
-              "\"threads\": %d, \"parameters\": %lld, \"images_per_second\": %.2f}\n",
-              name.c_str(), static_cast<long long>(batch), steps, torch::get_num_threads(),
-              static_cast<long long>(tessera::models::count_parameters(*model)),
-              static_cast<double>(batch) * steps / seconds);
+  std::printf(
+      "{\"frontend\": \"cpp\", \"model\": \"%s\", \"batch\": %lld, \"steps\": %d, "
+      "\"threads\": %d, \"parameters\": %lld, \"images_per_second\": %.2f}\n",
+      name.c_str(), static_cast<long long>(batch), steps, torch::get_num_threads(),
+      static_cast<long long>(tessera::models::count_parameters(*model)),
+      static_cast<double>(batch) * steps / seconds);
   return 0;
 }

@@ -23,14 +23,14 @@ struct Result {
 
 Result run(const std::string& args, const TempDir& dir) {
   const std::string err_path = dir.file("stderr.txt");
-  const std::string command =
-      std::string(TESSERA_BINARY) + " --quiet " + args + " 2>" + err_path;
+  const std::string command = std::string(TESSERA_BINARY) + " --quiet " + args + " 2>" + err_path;
   Result result;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
   std::array<char, 4096> buffer{};
   size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.out.append(buffer.data(), n);
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    result.out.append(buffer.data(), n);
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   result.err = tessera::read_file(err_path);
@@ -65,8 +65,8 @@ TEST(Cli, UnknownModelNameIsOneClearError) {
 
 TEST(Cli, MissingDataDirectoryIsOneClearError) {
   TempDir dir;
-  auto r = run("train --epochs 1 --data " + dir.file("nowhere") + " -o " + dir.file("m.safetensors"),
-               dir);
+  auto r = run(
+      "train --epochs 1 --data " + dir.file("nowhere") + " -o " + dir.file("m.safetensors"), dir);
   expect_one_error_line(r, "nowhere");
   EXPECT_FALSE(tessera::file_exists(dir.file("m.safetensors"))) << "no output on failure";
 }
@@ -114,9 +114,11 @@ TEST(Cli, TrainThenEvalRoundTripsThroughTheModelFile) {
   if (!have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   TempDir dir;
   const std::string model = dir.file("m.safetensors");
-  auto r = run("train --model vgg11_bn --width-mult 0.125 --epochs 1 --train-subset 512 "
-               "--batch-size 64 -o " + model + " --json " + dir.file("train.json"),
-               dir);
+  auto r =
+      run("train --model vgg11_bn --width-mult 0.125 --epochs 1 --train-subset 512 "
+          "--batch-size 64 -o " +
+              model + " --json " + dir.file("train.json"),
+          dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(tessera::file_exists(model));
   const auto report = tessera::read_file(dir.file("train.json"));

@@ -74,7 +74,8 @@ TEST(SetLearningRate, ChangesEveryParamGroupForSgdAndAdam) {
     o.optimizer = name;
     auto optimizer = make_optimizer({w}, o);
     set_learning_rate(*optimizer, 0.123);
-    for (auto& group : optimizer->param_groups()) EXPECT_DOUBLE_EQ(group.options().get_lr(), 0.123) << name;
+    for (auto& group : optimizer->param_groups())
+      EXPECT_DOUBLE_EQ(group.options().get_lr(), 0.123) << name;
   }
 }
 

@@ -34,11 +34,19 @@ struct TrainCommand {
 };
 
 nlohmann::json to_json(const train::TrainOptions& o) {
-  return {{"epochs", o.epochs},       {"batch_size", o.batch_size}, {"optimizer", o.optimizer},
-          {"lr", o.lr},               {"momentum", o.momentum},     {"weight_decay", o.weight_decay},
-          {"schedule", o.schedule},   {"step_size", o.step_size},   {"milestones", o.milestones},
-          {"gamma", o.gamma},         {"warmup_epochs", o.warmup_epochs},
-          {"augment_pad", o.augment_pad}, {"augment_flip", o.augment_flip},
+  return {{"epochs", o.epochs},
+          {"batch_size", o.batch_size},
+          {"optimizer", o.optimizer},
+          {"lr", o.lr},
+          {"momentum", o.momentum},
+          {"weight_decay", o.weight_decay},
+          {"schedule", o.schedule},
+          {"step_size", o.step_size},
+          {"milestones", o.milestones},
+          {"gamma", o.gamma},
+          {"warmup_epochs", o.warmup_epochs},
+          {"augment_pad", o.augment_pad},
+          {"augment_flip", o.augment_flip},
           {"label_smoothing", o.label_smoothing}};
 }
 
@@ -72,9 +80,13 @@ void run_train(const TrainCommand& cmd) {
                    fmt::format("{:.2f}", 100 * s.train_accuracy),
                    fmt::format("{:.2f}", 100 * s.test_accuracy), fmt::format("{:.1f}", s.seconds),
                    fmt::format("{:.0f}", s.images_per_second)});
-    epochs.push_back({{"epoch", s.epoch}, {"lr", s.lr}, {"train_loss", s.train_loss},
-                      {"train_accuracy", s.train_accuracy}, {"test_accuracy", s.test_accuracy},
-                      {"test_loss", s.test_loss}, {"seconds", s.seconds},
+    epochs.push_back({{"epoch", s.epoch},
+                      {"lr", s.lr},
+                      {"train_loss", s.train_loss},
+                      {"train_accuracy", s.train_accuracy},
+                      {"test_accuracy", s.test_accuracy},
+                      {"test_loss", s.test_loss},
+                      {"seconds", s.seconds},
                       {"images_per_second", s.images_per_second}});
     tessera::log::info("epoch {}: test accuracy {:.2f}%", s.epoch, 100 * s.test_accuracy);
     if (cmd.checkpoint_every_epoch) models::save(cmd.out, model);
@@ -132,9 +144,11 @@ void register_train_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--label-smoothing", o.label_smoothing, "cross-entropy label smoothing")
       ->capture_default_str();
-  sub->add_option("--train-subset", cmd->train_subset, "use only the first N training images (0 = all)")
+  sub->add_option("--train-subset", cmd->train_subset,
+                  "use only the first N training images (0 = all)")
       ->capture_default_str();
-  sub->add_option("-o,--out", cmd->out, "model file to write (.safetensors)")->capture_default_str();
+  sub->add_option("-o,--out", cmd->out, "model file to write (.safetensors)")
+      ->capture_default_str();
   sub->add_flag("--checkpoint-every-epoch", cmd->checkpoint_every_epoch,
                 "rewrite --out (atomically) after every epoch");
   tessera::cli::add_data_option(sub, cmd->data_dir);
@@ -149,7 +163,8 @@ void register_eval_command(CLI::App& app) {
     int64_t batch_size = 512;
   };
   auto opt = std::make_shared<Options>();
-  auto* sub = app.add_subcommand("eval", "evaluate a Tessera model file on the Fashion-MNIST test set");
+  auto* sub =
+      app.add_subcommand("eval", "evaluate a Tessera model file on the Fashion-MNIST test set");
   sub->add_option("--model", opt->model_path, "model file (.safetensors written by tessera)")
       ->required();
   sub->add_option("--batch-size", opt->batch_size, "evaluation batch size")
@@ -191,7 +206,8 @@ void register_info_command(CLI::App& app) {
   auto opt = std::make_shared<Options>();
   opt->config.in_channels = 1;
   auto* sub = app.add_subcommand(
-      "info", "architecture, parameter count and MACs per layer of a model file or architecture name");
+      "info",
+      "architecture, parameter count and MACs per layer of a model file or architecture name");
   sub->add_option("model", opt->model, "a .safetensors model file, or an architecture name")
       ->required();
   sub->add_option("--in-channels", opt->config.in_channels, "for an architecture name")
@@ -218,8 +234,8 @@ void register_info_command(CLI::App& app) {
       units.add_row({std::to_string(k + 1), model->units()[k].name, model->units()[k].kind,
                      fmt::format("{}", fmt::join(shape, "x"))});
     }
-    Table layers({"layer", "op", "in", "out", "kernel", "stride", "groups", "output", "weights",
-                  "MACs"});
+    Table layers(
+        {"layer", "op", "in", "out", "kernel", "stride", "groups", "output", "weights", "MACs"});
     for (const auto& l : workload.layers) {
       if (l.macs() == 0) continue;
       layers.add_row({l.name, tessera::workload::to_string(l.kind), std::to_string(l.in_channels),
@@ -248,7 +264,8 @@ void register_models_command(CLI::App& app) {
   auto* sub = app.add_subcommand("models", "list the model architectures");
   sub->callback([] {
     Table table({"name", "description"});
-    for (const auto& [name, description] : models::list_models()) table.add_row({name, description});
+    for (const auto& [name, description] : models::list_models())
+      table.add_row({name, description});
     std::cout << table.to_string();
   });
 }

@@ -3,7 +3,8 @@
 
 namespace tessera::detail {
 
-[[noreturn]] void throw_check_failure(const char* /*file*/, int /*line*/, const std::string& message) {
+[[noreturn]] void throw_check_failure(const char* /*file*/, int /*line*/,
+                                      const std::string& message) {
   // The message is for users: it names the value; file and line would only add noise.
   throw Error(message);
 }

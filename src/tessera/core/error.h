@@ -23,9 +23,9 @@ namespace detail {
 
 /// TESSERA_CHECK(cond, "fmt {} string", args...): throws tessera::Error with the formatted
 /// message when cond is false. The message should name the bad value and what was expected.
-#define TESSERA_CHECK(cond, ...)                                                       \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
+#define TESSERA_CHECK(cond, ...)                                                            \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
       ::tessera::detail::throw_check_failure(__FILE__, __LINE__, fmt::format(__VA_ARGS__)); \
-    }                                                                                  \
+    }                                                                                       \
   } while (false)

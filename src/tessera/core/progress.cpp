@@ -14,7 +14,9 @@ namespace tessera {
 bool ProgressBar::enabled() { return !log::quiet() && isatty(STDERR_FILENO) == 1; }
 
 ProgressBar::ProgressBar(std::string label, int64_t total)
-    : label_(std::move(label)), total_(std::max<int64_t>(total, 1)), t_start_us_(now_us()),
+    : label_(std::move(label)),
+      total_(std::max<int64_t>(total, 1)),
+      t_start_us_(now_us()),
       enabled_(enabled()) {}
 
 ProgressBar::~ProgressBar() { finish(); }

@@ -21,8 +21,11 @@ std::string utc_now() {
 }  // namespace
 
 Report::Report(std::string command, nlohmann::json config, uint64_t seed)
-    : command_(std::move(command)), config_(std::move(config)), seed_(seed),
-      started_at_(utc_now()), t_start_us_(now_us()) {}
+    : command_(std::move(command)),
+      config_(std::move(config)),
+      seed_(seed),
+      started_at_(utc_now()),
+      t_start_us_(now_us()) {}
 
 nlohmann::json Report::to_json() const {
   return {{"command", command_},

@@ -86,10 +86,10 @@ EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& fo
     auto images = dataset.images.slice(0, begin, end);
     auto labels = dataset.labels.slice(0, begin, end);
     auto logits = forward(images);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
     correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
   }
   const double n = static_cast<double>(dataset.size());

@@ -24,13 +24,13 @@ struct TrainOptions {
   double lr = 0.05;
   double momentum = 0.9;
   double weight_decay = 5e-4;
-  std::string schedule = "cosine";    ///< "constant", "step", "multistep", "cosine"
-  int64_t step_size = 30;             ///< "step": decay every step_size epochs
-  std::vector<int64_t> milestones;    ///< "multistep": epochs at which lr *= gamma
+  std::string schedule = "cosine";  ///< "constant", "step", "multistep", "cosine"
+  int64_t step_size = 30;           ///< "step": decay every step_size epochs
+  std::vector<int64_t> milestones;  ///< "multistep": epochs at which lr *= gamma
   double gamma = 0.1;
-  int64_t warmup_epochs = 0;          ///< linear warm-up from lr/10 (0 = none)
-  int64_t augment_pad = 2;            ///< random-crop padding; 0 disables cropping
-  bool augment_flip = true;           ///< random horizontal flip
+  int64_t warmup_epochs = 0;  ///< linear warm-up from lr/10 (0 = none)
+  int64_t augment_pad = 2;    ///< random-crop padding; 0 disables cropping
+  bool augment_flip = true;   ///< random horizontal flip
   double label_smoothing = 0.0;
   uint64_t seed = 0;
   std::string progress_label = "train";
@@ -75,8 +75,8 @@ EvalResult evaluate(ModuleHolder& model, const data::Dataset& dataset, int64_t b
   const bool was_training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
-  auto result = evaluate([&](const torch::Tensor& x) { return model->forward(x); }, dataset,
-                         batch_size);
+  auto result =
+      evaluate([&](const torch::Tensor& x) { return model->forward(x); }, dataset, batch_size);
   model->train(was_training);
   return result;
 }
@@ -96,8 +96,9 @@ template <typename ModuleHolder, typename = decltype(std::declval<ModuleHolder&>
 std::vector<EpochStats> fit(ModuleHolder& model, const data::Dataset& train_set,
                             const data::Dataset* test_set, const TrainOptions& options,
                             const EpochCallback& on_epoch = {}) {
-  return fit(*model, [&](const torch::Tensor& x) { return model->forward(x); }, train_set,
-             test_set, options, on_epoch);
+  return fit(
+      *model, [&](const torch::Tensor& x) { return model->forward(x); }, train_set, test_set,
+      options, on_epoch);
 }
 
 }  // namespace tessera::train
