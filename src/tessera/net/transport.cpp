@@ -154,7 +154,7 @@ void Server::shutdown(int64_t deadline_ms) {
 
 struct Client::Impl {
   std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<proto::Federated::Stub> stub;
+  std::unique_ptr<proto::Federated::Stub> grpc_client;
 };
 
 Client::Client(ClientOptions options)
@@ -170,7 +170,7 @@ Client::Client(ClientOptions options)
   args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
   impl_->channel =
       grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
-  impl_->stub = proto::Federated::NewStub(impl_->channel);
+  impl_->grpc_client = proto::Federated::NewStub(impl_->channel);
 }
 
 Client::~Client() = default;
@@ -193,7 +193,7 @@ Message Client::call(const Message& request, int64_t timeout_ms) {
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : options_.timeout_ms));
   proto::Response response;
-  const grpc::Status status = impl_->stub->Call(&context, wire, &response);
+  const grpc::Status status = impl_->grpc_client->Call(&context, wire, &response);
   if (!status.ok()) {
     throw RpcError(static_cast<int>(status.error_code()),
                    fmt::format("server {} refused {} ({}): {}", options_.address, request.method,
