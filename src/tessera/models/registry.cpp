@@ -8,6 +8,7 @@
 #include "tessera/core/error.h"
 #include "tessera/models/mobilenetv2.h"
 #include "tessera/models/resnet.h"
+#include "tessera/models/resnet50.h"
 #include "tessera/models/vgg.h"
 #include "tessera/models/vit.h"
 
@@ -35,6 +36,9 @@ const Entry kModels[] = {
      [](const ModelConfig& config) {
        return as_model(std::make_shared<ResNetImpl>(config, resnet18_layout()));
      }},
+    {"resnet50",
+     "ImageNet ResNet-50 (7x7 stem + max-pool, bottlenecks [3,4,6,3]), 25.6M params at 1000 cls",
+     [](const ModelConfig& config) { return as_model(std::make_shared<ResNet50Impl>(config)); }},
     {"mobilenetv2", "MobileNetV2 with CIFAR strides (17 inverted residual blocks), 2.2M params",
      [](const ModelConfig& config) { return as_model(std::make_shared<MobileNetV2Impl>(config)); }},
     {"vit", "small ViT (patch 4, dim 64, depth 6, 4 heads, MLP x2 by default), 0.2M params",

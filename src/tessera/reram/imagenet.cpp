@@ -181,6 +181,75 @@ std::vector<torch::Tensor> synthesize_weights(const workload::Workload& target,
   return out;
 }
 
+std::string architecture_mismatch(const workload::Workload& target, const WeightDonor& donor) {
+  const std::vector<workload::Layer> layers = target.weighted_layers();
+  if (layers.size() != donor.layers.size()) {
+    return fmt::format("{} weighted layers in the donor, {} in the target", donor.layers.size(),
+                       layers.size());
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const workload::Layer& t = layers[i];
+    const workload::Layer& d = donor.layers[i];
+    const bool first = i == 0, last = i + 1 == layers.size();
+    const bool same_in = t.in_channels == d.in_channels || first;
+    const bool same_out =
+        t.out_channels == d.out_channels || (last && t.kind == workload::OpKind::Linear);
+    if (t.kind != d.kind || t.kernel_h != d.kernel_h || t.kernel_w != d.kernel_w ||
+        t.groups != d.groups || !same_in || !same_out) {
+      return fmt::format(
+          "layer {} ('{}' in the target, '{}' in the donor) differs: {} {}x{} {}->{} "
+          "groups {} against {} {}x{} {}->{} groups {}",
+          i, t.name, d.name, workload::to_string(t.kind), t.kernel_h, t.kernel_w, t.in_channels,
+          t.out_channels, t.groups, workload::to_string(d.kind), d.kernel_h, d.kernel_w,
+          d.in_channels, d.out_channels, d.groups);
+    }
+  }
+  return "";
+}
+
+std::vector<torch::Tensor> same_architecture_weights(const workload::Workload& target,
+                                                     const WeightDonor& donor, uint64_t seed) {
+  TESSERA_CHECK(donor.layers.size() == donor.weights.size(),
+                "reram: weight donor has {} layers but {} tensors", donor.layers.size(),
+                donor.weights.size());
+  const std::string mismatch = architecture_mismatch(target, donor);
+  TESSERA_CHECK(mismatch.empty(), "reram: the donor is not of the target's architecture: {}",
+                mismatch);
+  std::mt19937_64 rng = make_rng(seed, 0x5a3e);
+  const std::vector<workload::Layer> layers = target.weighted_layers();
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const workload::Layer& l = layers[i];
+    torch::Tensor w = donor.weights[i].detach().to(torch::kFloat32).contiguous();
+    if (l.kind == workload::OpKind::Conv2d) {
+      w = w.view({donor.layers[i].out_channels, -1, l.kernel_h, l.kernel_w});
+      const int64_t trained_in = w.size(1), wanted_in = l.in_channels / l.groups;
+      if (trained_in != wanted_in) {
+        std::vector<int64_t> index(wanted_in);
+        for (int64_t c = 0; c < wanted_in; ++c) index[c] = c % trained_in;
+        w = w.index_select(1, torch::tensor(index, torch::kInt64));
+      }
+    } else {
+      w = w.view({donor.layers[i].out_channels, donor.layers[i].in_channels});
+      if (w.size(0) != l.out_channels) {
+        // [out, in]: crossbar row r is column r here; each new output draws from that row.
+        const int64_t trained_out = w.size(0), rows = w.size(1);
+        torch::Tensor drawn = torch::empty({l.out_channels, rows}, torch::kFloat32);
+        const float* src = w.data_ptr<float>();
+        float* dst = drawn.data_ptr<float>();
+        for (int64_t o = 0; o < l.out_channels; ++o) {
+          for (int64_t r = 0; r < rows; ++r) {
+            dst[o * rows + r] = src[static_cast<int64_t>(rng() % trained_out) * rows + r];
+          }
+        }
+        w = drawn;
+      }
+    }
+    out.push_back(w.contiguous().clone());
+  }
+  return out;
+}
+
 std::vector<quant::QuantizedTensor> quantize_all(const workload::Workload& target,
                                                  const std::vector<torch::Tensor>& weights,
                                                  int bits) {

@@ -42,6 +42,22 @@ struct WeightDonor {
 std::vector<torch::Tensor> synthesize_weights(const workload::Workload& target,
                                               const WeightDonor& donor, uint64_t seed);
 
+/// Why a donor is not of the target's architecture (empty when it is): the same number of
+/// weighted layers, each with the same kind, kernel, groups and channels, except two allowed
+/// differences: the first layer's input channels (a 1-channel Fashion-MNIST stem against
+/// ImageNet's 3) and the last Linear layer's outputs (10 classes against 1000).
+std::string architecture_mismatch(const workload::Workload& target, const WeightDonor& donor);
+
+/// Weights for `target` from a trained model of the same architecture (e.g. the registry's
+/// resnet50 trained on Fashion-MNIST at a reduced input size): conv weights do not depend on the
+/// input size, so every layer of matching shape is copied unchanged. The first layer's input
+/// channel c takes the trained channel c mod C_trained (tiled), and output o of the last Linear
+/// layer takes, in every row r, a value drawn (seeded, with replacement) from the trained row r,
+/// so each crossbar row keeps its trained magnitudes. Throws tessera::Error naming the first
+/// mismatch (see architecture_mismatch).
+std::vector<torch::Tensor> same_architecture_weights(const workload::Workload& target,
+                                                     const WeightDonor& donor, uint64_t seed);
+
 /// Uniformly quantizes each tensor (core/quant) with the names of the target's layers.
 std::vector<quant::QuantizedTensor> quantize_all(const workload::Workload& target,
                                                  const std::vector<torch::Tensor>& weights,

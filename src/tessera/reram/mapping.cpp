@@ -3,6 +3,8 @@
 // which rows hold a non-zero slice; counts, zero crossbars and packing follow from those flags.
 #include "tessera/reram/mapping.h"
 
+#include <time.h>
+
 #include <algorithm>
 
 #include "tessera/core/error.h"
@@ -30,6 +32,13 @@ double LayerStats::nonzero_density(const HardwareSpec& spec) const {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// CPU time of the calling thread in seconds (POSIX CLOCK_THREAD_CPUTIME_ID).
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 // One block of surviving rows x columns after squeeze-out, placed block-diagonally.
 struct Block {
@@ -298,6 +307,7 @@ NetworkStats map_network(const workload::Workload& workload,
   workload.validate();
   spec.validate();
   const Timer timer;
+  const double cpu_start = thread_cpu_seconds();
   const std::vector<workload::Layer> layers = workload.weighted_layers();
   TESSERA_CHECK(values.empty() || values.size() == layers.size(),
                 "reram: {} weight tensors given for {} weighted layers of '{}'", values.size(),
@@ -333,6 +343,7 @@ NetworkStats map_network(const workload::Workload& workload,
     net.layers.push_back(std::move(st));
   }
   net.map_seconds = timer.elapsed_s();
+  net.map_cpu_seconds = thread_cpu_seconds() - cpu_start;
   return net;
 }
 
@@ -381,6 +392,8 @@ nlohmann::json NetworkStats::to_json() const {
   total_json["stats"]["layers"] =
       stat(static_cast<double>(layers.size()), "layers", "weighted layers mapped");
   total_json["stats"]["map_time"] = stat(map_seconds, "s", "wall time of the mapping");
+  total_json["stats"]["map_cpu_time"] =
+      stat(map_cpu_seconds, "s", "CPU time of the mapping thread (one core)");
   return {{"model", model},
           {"spec", spec.to_json()},
           {"mapping", options.describe()},

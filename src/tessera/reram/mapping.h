@@ -65,8 +65,10 @@ struct NetworkStats {
   HardwareSpec spec;
   MappingOptions options;
   std::vector<LayerStats> layers;
-  LayerStats total;  ///< sums over layers (energy, latency, area summed where present)
-  double map_seconds = 0.0;
+  LayerStats total;              ///< sums over layers (energy, latency, area summed where present)
+  double map_seconds = 0.0;      ///< wall time of the mapping
+  double map_cpu_seconds = 0.0;  ///< CPU time of the mapping thread (the mapper is serial): the
+                                 ///< time on one core even when a shared machine makes it wait
 
   /// stats.json: every statistic as {value, unit, description}, per layer and in total.
   nlohmann::json to_json() const;
