@@ -1,12 +1,15 @@
 // The gRPC transport on loopback: authenticated calls succeed; a wrong token, an oversized
 // message, a malformed or NaN tensor and a handler error are each refused with a clear error,
-// and the server keeps serving the next good call.
+// and the server keeps serving the next good call. TLS: a trusted certificate works, an untrusted
+// one or a plain-text client is refused.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <limits>
 #include <string>
 
 #include "tessera/core/error.h"
+#include "tessera/core/fs.h"
 #include "tessera/net/transport.h"
 #include "test_support.h"
 
@@ -121,6 +124,77 @@ TEST_F(NetTransport, UnreachableServerTimesOutAsTransient) {
   } catch (const RpcError& e) {
     EXPECT_TRUE(e.transient()) << e.what();
   }
+}
+
+// TLS on loopback with self-signed certificates made by the openssl command line tool.
+class NetTls : public testing::SeededTest {
+ protected:
+  void SetUp() override {
+    SeededTest::SetUp();
+    if (std::system("openssl version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no openssl tool";
+    for (const std::string name : {"server", "stranger"}) {
+      const std::string command = fmt::format(
+          "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN={0} -addext "
+          "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout {1}/{0}.key -out {1}/{0}.pem "
+          "> /dev/null 2>&1",
+          name, dir_.path());
+      ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    }
+    ServerOptions options;
+    options.address = "127.0.0.1:0";
+    options.tokens = {{"alice", "secret-a"}};
+    options.tls_cert_chain = read_file(dir_.file("server.pem"));
+    options.tls_private_key = read_file(dir_.file("server.key"));
+    server_ = std::make_unique<Server>(options, [](const std::string&, const Message& request) {
+      Message reply;
+      reply.add("y", request.tensor("x") * 2);
+      return reply;
+    });
+  }
+  ClientOptions client_options(bool tls, const std::string& roots) {
+    ClientOptions options;
+    options.address = "127.0.0.1:" + std::to_string(server_->port());
+    options.client_id = "alice";
+    options.token = "secret-a";
+    options.timeout_ms = 3000;
+    options.tls = tls;
+    options.tls_root_certs = roots;
+    return options;
+  }
+  static Message request() {
+    Message m;
+    m.method = "double";
+    m.add("x", torch::full({2, 3}, 1.5f));
+    return m;
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(NetTls, CallOverTlsRoundTripsWhenTheServerCertificateIsTrusted) {
+  Client client(client_options(true, read_file(dir_.file("server.pem"))));
+  const Message reply = client.call(request());
+  EXPECT_TRUE(torch::equal(reply.tensor("y"), torch::full({2, 3}, 3.0f)));
+}
+
+TEST_F(NetTls, UntrustedCertificateAndPlainTextClientAreRefused) {
+  // A certificate signed by someone else: the handshake fails, the token is never sent.
+  Client stranger(client_options(true, read_file(dir_.file("stranger.pem"))));
+  EXPECT_THROW(stranger.call(request()), RpcError);
+  // A client without TLS cannot talk to a TLS-only server.
+  Client plain(client_options(false, ""));
+  EXPECT_THROW(plain.call(request()), RpcError);
+  // The trusted client still gets through afterwards.
+  Client trusted(client_options(true, read_file(dir_.file("server.pem"))));
+  EXPECT_NO_THROW(trusted.call(request()));
+}
+
+TEST(NetServer, RefusesCertificateWithoutKey) {
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.tokens = {{"alice", "secret-a"}};
+  options.tls_cert_chain = "-----BEGIN CERTIFICATE-----";
+  EXPECT_THROW(Server(options, [](const std::string&, const Message& m) { return m; }), Error);
 }
 
 TEST(NetServer, RefusesEmptyTokenTable) {

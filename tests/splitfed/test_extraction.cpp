@@ -81,7 +81,9 @@ TEST_F(Extraction, EveryAttackStaysWithinItsBudget) {
     const ExtractionResult r = me.fit(test, target_predictions);
     EXPECT_LE(r.queries_used, options.budget) << attack;
     EXPECT_EQ(r.queries_used, oracle.budget().used()) << attack;
-    if (attack != "train") EXPECT_GT(r.queries_used, 0) << attack;
+    if (attack != "train") {
+      EXPECT_GT(r.queries_used, 0) << attack;
+    }
     EXPECT_GE(r.best_accuracy, 0.0);
     EXPECT_LE(r.best_fidelity, 1.0);
   }

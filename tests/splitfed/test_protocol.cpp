@@ -97,6 +97,32 @@ TEST_F(SflProtocol, V1AndV2MatchTheNaiveReference) {
   }
 }
 
+/// An honest client that also draws from LibTorch's default generator before every step (under
+/// the RNG lock, as the runtime's own draws are), as other parties sharing the process may.
+class RngDrawingClient : public ClientStrategy {
+ public:
+  bool step(StepContext& context, const torch::Tensor& x, const torch::Tensor& y) override {
+    {
+      std::lock_guard<std::mutex> lock(torch_rng_mutex());
+      torch::rand({17});
+    }
+    return ClientStrategy::step(context, x, y);
+  }
+};
+
+TEST_F(SflProtocol, ServerDropoutDoesNotDependOnOtherDrawsFromTheGenerator) {
+  // The server keeps dropout layers (cut 4 of the tiny VGG leaves it the classifier); its masks
+  // must come from (seed, epoch, turn) alone, or in-process and gRPC runs differ.
+  const data::Dataset train = tiny_data(48, 6);
+  SflOptions o = tiny_options(train.size(), 3, "v2");
+  o.model.extra = {{"dropout", 0.5}};
+  const RunResult plain = run_in_process(o, train, nullptr);
+  const RunResult disturbed =
+      run_in_process(o, train, nullptr, {}, {{1, std::make_shared<RngDrawingClient>()}});
+  expect_states_near(disturbed.server_state, plain.server_state, "server");
+  expect_states_near(disturbed.client_state, plain.client_state, "client");
+}
+
 TEST_F(SflProtocol, OneClientV2EqualsCentralTrainingForOneEpoch) {
   // With K = 1 and one epoch, SFL is plain SGD on the uncut model over the same batches.
   const data::Dataset train = tiny_data(40, 2);
@@ -167,6 +193,22 @@ TEST_F(SflProtocol, AKilledClientIsDroppedAndTheRunGoesOnThenItRejoins) {
   EXPECT_GE(rejoined.epochs_active, 1) << "the restarted client takes part again";
   EXPECT_EQ(reports[0].epochs_active, 3);
   EXPECT_EQ(history.back().n_dropped, 0);
+}
+
+TEST_F(SflProtocol, ServerKnowsWhenEveryClientWasToldTheRunIsOver) {
+  const data::Dataset train = tiny_data(24, 5);
+  SflOptions o = tiny_options(train.size(), 2, "v2");
+  o.epochs = 1;
+  SplitServer server(o, ServerSettings{});
+  EXPECT_FALSE(server.wait_all_told_finished(20)) << "nobody has been told yet";
+  SplitClient(std::make_unique<LocalLink>(server, "client0"), train).run(1);  // dies mid-run
+  std::thread other(
+      [&] { SplitClient(std::make_unique<LocalLink>(server, "client1"), train).run(); });
+  // client0 restarts and finishes: both have now been told (a gRPC server may exit at once).
+  SplitClient(std::make_unique<LocalLink>(server, "client0"), train).run();
+  other.join();
+  ASSERT_TRUE(server.finished());
+  EXPECT_TRUE(server.wait_all_told_finished(0));
 }
 
 TEST_F(SflProtocol, BadMessagesAreRefusedAndTheServerKeepsServing) {

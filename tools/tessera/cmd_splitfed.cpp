@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/image.h"
 #include "tessera/core/log.h"
 #include "tessera/core/report.h"
 #include "tessera/core/seed.h"
@@ -22,6 +23,7 @@
 #include "tessera/data/sampling.h"
 #include "tessera/models/registry.h"
 #include "tessera/splitfed/experiments.h"
+#include "tessera/splitfed/resistance.h"
 #include "tessera/splitfed/runtime.h"
 
 extern char** environ;
@@ -232,6 +234,7 @@ struct AttackFlags {
   double attacker_fraction = 0.02;
   double surrogate_lr = 0.02;
   int64_t craft_steps = 50;
+  std::string gm_aux = "attacker";
 };
 
 void add_attack_flags(CLI::App* cmd, AttackFlags& a) {
@@ -246,6 +249,22 @@ void add_attack_flags(CLI::App* cmd, AttackFlags& a) {
       ->capture_default_str();
   cmd->add_option("--craft-steps", a.craft_steps, "Craft-ME Adam steps per image")
       ->capture_default_str();
+  cmd->add_option("--gm-aux", a.gm_aux,
+                  "GM-ME auxiliary images: attacker (the attacker's data) or heldout (the "
+                  "training images the target never saw, beyond its first n_train; labels unused)")
+      ->check(CLI::IsMember({"attacker", "heldout"}))
+      ->capture_default_str();
+}
+
+/// GM-ME's auxiliary images under --gm-aux heldout: the training images after the run's first
+/// n_train (the target never trained on them; GM-ME uses no labels).
+data::Dataset heldout_images(const std::string& data_dir, int64_t image_size, int64_t n_train) {
+  const data::Dataset all = data::load_fashion_mnist("train", data_dir, image_size);
+  TESSERA_CHECK(all.size() > n_train, "--gm-aux heldout: no training images beyond the run's {}",
+                n_train);
+  std::vector<int64_t> index;
+  for (int64_t i = n_train; i < all.size(); ++i) index.push_back(i);
+  return all.subset(index);
 }
 
 /// The attacker's data: a seeded random subset of the training set of the given fraction.
@@ -335,6 +354,8 @@ void register_server(CLI::App* sfl) {
   auto resume = std::make_shared<bool>(false);
   auto out = std::make_shared<std::string>("sfl_run.safetensors");
   auto json = std::make_shared<std::string>();
+  auto tls_cert = std::make_shared<std::string>();
+  auto tls_key = std::make_shared<std::string>();
   auto* cmd = sfl->add_subcommand("server", "gRPC SFL server; clients join with `sfl client`");
   add_run_flags(cmd, *flags);
   cmd->add_option("--listen", *listen, "host:port to listen on")->capture_default_str();
@@ -349,6 +370,8 @@ void register_server(CLI::App* sfl) {
       ->capture_default_str();
   cmd->add_flag("--resume", *resume, "continue from --checkpoint if it exists");
   cmd->add_option("--out", *out, "saved run at the end")->capture_default_str();
+  cmd->add_option("--tls-cert", *tls_cert, "PEM certificate chain: serve over TLS only");
+  cmd->add_option("--tls-key", *tls_key, "PEM private key of --tls-cert");
   tessera::cli::add_json_option(cmd, *json);
   cmd->callback([=] {
     const Data d = load_data(*flags);
@@ -360,6 +383,11 @@ void register_server(CLI::App* sfl) {
     net_options.address = *listen;
     net_options.max_message_bytes = *max_mb << 20;
     net_options.tokens = read_tokens(*tokens_file, *token, o);
+    TESSERA_CHECK(tls_cert->empty() == tls_key->empty(), "--tls-cert and --tls-key go together");
+    if (!tls_cert->empty()) {
+      net_options.tls_cert_chain = tessera::read_file(*tls_cert);
+      net_options.tls_private_key = tessera::read_file(*tls_key);
+    }
     sf::ServerSettings settings;
     settings.step_timeout_ms = static_cast<int64_t>(*timeout_s * 1000);
     settings.checkpoint_path = *checkpoint;
@@ -380,7 +408,10 @@ void register_server(CLI::App* sfl) {
   });
 }
 
+void add_defense_flags(CLI::App* cmd, sf::DefenseOptions& d);  // cmd_splitfed_mi.inc
+
 void register_client(CLI::App* sfl) {
+  auto defense = std::make_shared<sf::DefenseOptions>();
   auto server = std::make_shared<std::string>();
   auto id = std::make_shared<std::string>("client0");
   auto token = std::make_shared<std::string>();
@@ -389,6 +420,9 @@ void register_client(CLI::App* sfl) {
   auto timeout_s = std::make_shared<double>(120.0);
   auto retry_s = std::make_shared<double>(60.0);
   auto max_mb = std::make_shared<int64_t>(64);
+  auto tls = std::make_shared<bool>(false);
+  auto tls_ca = std::make_shared<std::string>();
+  auto tls_name = std::make_shared<std::string>();
   auto* cmd = sfl->add_subcommand("client",
                                   "one SFL client process; everything else comes from the server");
   cmd->add_option("--server", *server, "server host:port")->required();
@@ -401,8 +435,15 @@ void register_client(CLI::App* sfl) {
   cmd->add_option("--retry", *retry_s, "seconds to keep retrying an unreachable server")
       ->capture_default_str();
   cmd->add_option("--max-message-mb", *max_mb, "largest message, MiB")->capture_default_str();
+  cmd->add_flag("--tls", *tls, "connect over TLS (implied by --tls-ca)");
+  cmd->add_option("--tls-ca", *tls_ca,
+                  "PEM root certificate(s) to verify the server with (default: system roots)");
+  cmd->add_option("--tls-server-name", *tls_name,
+                  "name the server certificate must carry, if not the --server host");
+  add_defense_flags(cmd, *defense);
   tessera::cli::add_data_option(cmd, *data_dir);
   cmd->callback([=] {
+    defense->validate();
     const data::Dataset train = data::load_fashion_mnist("train", *data_dir, *image_size);
     tessera::net::ClientOptions o;
     o.address = *server;
@@ -410,8 +451,15 @@ void register_client(CLI::App* sfl) {
     o.token = *token;
     o.timeout_ms = static_cast<int64_t>(*timeout_s * 1000);
     o.max_message_bytes = *max_mb << 20;
+    o.tls = *tls || !tls_ca->empty();
+    if (!tls_ca->empty()) o.tls_root_certs = tessera::read_file(*tls_ca);
+    o.tls_server_name = *tls_name;
     const sf::ClientReport r =
-        sf::run_grpc_client(o, train, nullptr, 0, static_cast<int64_t>(*retry_s * 1000));
+        sf::run_grpc_client(o, train,
+                            defense->name == "none" || defense->name == "bottleneck"
+                                ? nullptr
+                                : std::make_shared<sf::DefenseStrategy>(*defense),
+                            0, static_cast<int64_t>(*retry_s * 1000));
     std::cout << fmt::format("{}: {} epochs active, {} skipped, {} steps\n", *id, r.epochs_active,
                              r.epochs_skipped, r.steps);
   });
@@ -450,11 +498,14 @@ void register_attack(CLI::App* sfl) {
         data::load_fashion_mnist("train", *data_dir, o.model.image_size).head(o.n_train);
     const data::Dataset test = data::load_fashion_mnist("test", *data_dir, o.model.image_size);
     const data::Dataset mine = attacker_data(train, a->attacker_fraction, *seed);
+    const data::Dataset aux = *attack == "gm" && a->gm_aux == "heldout"
+                                  ? heldout_images(*data_dir, o.model.image_size, o.n_train)
+                                  : mine;
     models::Model full = sf::full_model(o, run.client, run.server);
     const auto options = extraction_options(*a, *attack, *budget, *seed);
     const double target = tessera::train::evaluate(full, test).accuracy;
     const sf::ExtractionResult r =
-        sf::extract_offline(full, *layers, *convention, options, &mine, test, *grad_noise);
+        sf::extract_offline(full, *layers, *convention, options, &aux, test, *grad_noise);
     Table table({"attack", "server layers (" + *convention + ")", "budget", "queries",
                  "target acc %", "best acc %", "best fidelity %", "s"});
     table.add_row({attack_label(*attack), std::to_string(*layers), std::to_string(*budget),
@@ -484,6 +535,7 @@ void register_bench_me(CLI::App* sfl) {
   auto attacks = std::make_shared<std::string>("craft,gan,gm,train,softtrain");
   auto defenses = std::make_shared<std::string>("");
   auto online = std::make_shared<std::string>("");
+  auto run_path = std::make_shared<std::string>();
   auto json = std::make_shared<std::string>();
   auto* cmd = sfl->add_subcommand("bench-me", "model-extraction benchmark (research/sfl.md 2)");
   add_run_flags(cmd, *flags);
@@ -500,28 +552,65 @@ void register_bench_me(CLI::App* sfl) {
                   "attacks to also run online (during a fresh SFL training, queries in the last "
                   "epoch, largest budget)")
       ->capture_default_str();
+  cmd->add_option("--run", *run_path,
+                  "attack this saved run (`sfl train --out`) instead of training a target; its "
+                  "options (model, data, seed) replace the run flags and no central baseline runs");
   tessera::cli::add_json_option(cmd, *json);
   cmd->callback([=] {
-    const Data d = load_data(*flags);
-    const sf::SflOptions o = make_options(*flags, d.train.size());
+    Data d = load_data(*flags);
+    sf::SflOptions o;
+    sf::RunResult target_run;
+    if (run_path->empty()) {
+      o = make_options(*flags, d.train.size());
+    } else {
+      const sf::SavedRun saved = sf::load_run(*run_path);
+      o = saved.options;
+      d.train = data::load_fashion_mnist("train", flags->data_dir, o.model.image_size);
+      TESSERA_CHECK(d.train.size() >= o.n_train, "{} was trained on {} images; only {} here",
+                    *run_path, o.n_train, d.train.size());
+      d.train = d.train.head(o.n_train);
+      target_run.client_state = saved.client;
+      target_run.server_state = saved.server;
+      models::Model f = sf::full_model(o, saved.client, saved.server);
+      target_run.final_test_accuracy = tessera::train::evaluate(f, d.test).accuracy;
+    }
     const std::vector<int64_t> layer_list = parse_list(*layers, "--layers");
     const std::vector<int64_t> budget_list = parse_list(*budgets, "--budgets");
     const std::vector<std::string> attack_list = split_names(*attacks);
     for (const auto& name : attack_list) extraction_options(*a, name, 1000, o.seed);  // validate
     const data::Dataset mine = attacker_data(d.train, a->attacker_fraction, o.seed);
+    const bool heldout_gm =
+        a->gm_aux == "heldout" &&
+        std::find(attack_list.begin(), attack_list.end(), "gm") != attack_list.end();
+    const data::Dataset heldout =
+        heldout_gm ? heldout_images(flags->data_dir, o.model.image_size, o.n_train) : mine;
+    // The data an attack holds: GM-ME may use the held-out images instead of the attacker's.
+    auto data_for = [&](const std::string& name) { return name == "gm" ? &heldout : &mine; };
     tessera::Report report("sfl bench-me", o.to_json(), o.seed);
     report.results()["layer_convention"] = flags->convention;
+    report.results()["gm_aux"] = a->gm_aux;
+    report.results()["attacker_fraction"] = a->attacker_fraction;
+    report.results()["surrogate_epochs"] = a->surrogate_epochs;
+    if (!run_path->empty()) report.results()["run"] = *run_path;
 
     // 1. Target (SFL) and the central baseline with the same epochs.
-    const sf::RunResult target_run = sf::run_in_process(o, d.train, &d.test);
-    const auto central = sf::train_central(o, d.train, d.test);
     Table targets({"model", "training", "epochs", "test acc %", "s"});
     const std::string model_name = fmt::format("{} x{} width", o.model.name, o.model.width_mult);
-    targets.add_row({model_name,
-                     fmt::format("SFL {} clients {} cut {}", o.n_clients, o.ordering, o.split.cut),
-                     std::to_string(o.epochs), pct(target_run.final_test_accuracy),
-                     fmt::format("{:.1f}", target_run.seconds)});
-    targets.add_row({model_name, "central", std::to_string(o.epochs), pct(central.accuracy), "-"});
+    const std::string sfl_label =
+        fmt::format("SFL {} clients {} cut {}", o.n_clients, o.ordering, o.split.cut);
+    if (run_path->empty()) {
+      target_run = sf::run_in_process(o, d.train, &d.test);
+      tessera::Timer central_timer;
+      const auto central = sf::train_central(o, d.train, d.test);
+      targets.add_row({model_name, sfl_label, std::to_string(o.epochs),
+                       pct(target_run.final_test_accuracy),
+                       fmt::format("{:.1f}", target_run.seconds)});
+      targets.add_row({model_name, "central", std::to_string(o.epochs), pct(central.accuracy),
+                       fmt::format("{:.1f}", central_timer.elapsed_s())});
+    } else {
+      targets.add_row({model_name, sfl_label + " (" + *run_path + ")", std::to_string(o.epochs),
+                       pct(target_run.final_test_accuracy), "-"});
+    }
     std::cout << targets.to_string() << "\n";
     report.results()["targets"] = targets.to_json();
     models::Model full = sf::full_model(o, target_run.client_state, target_run.server_state);
@@ -542,7 +631,7 @@ void register_bench_me(CLI::App* sfl) {
         for (const int64_t l : layer_list) {
           const auto options = extraction_options(*a, name, budget, o.seed);
           const sf::ExtractionResult r =
-              sf::extract_offline(full, l, flags->convention, options, &mine, d.test, 0.0);
+              sf::extract_offline(full, l, flags->convention, options, data_for(name), d.test, 0.0);
           tessera::log::info("{} budget {} L={}: acc {:.2f}% fidelity {:.2f}% ({:.1f} s)",
                              attack_label(name), budget, l, 100 * r.best_accuracy,
                              100 * r.best_fidelity, r.seconds);
@@ -582,7 +671,7 @@ void register_bench_me(CLI::App* sfl) {
           const auto options =
               extraction_options(*a, name, name == "train" ? 0 : max_budget, o.seed);
           const auto r = sf::extract_offline(f, flags->server_layers, flags->convention, options,
-                                             &mine, d.test, od.grad_noise);
+                                             data_for(name), d.test, od.grad_noise);
           row.push_back(pct(r.best_accuracy));
         }
         defense_table.add_row(row);
@@ -617,7 +706,8 @@ void register_bench_me(CLI::App* sfl) {
           {"attack", "budget", "queries", "target acc %", "best acc %", "best fidelity %"});
       for (const auto& name : split_names(*online)) {
         const auto options = extraction_options(*a, name, name == "train" ? 0 : max_budget, o.seed);
-        const auto r = sf::extract_online(o, d.train, d.test, options, &mine, o.epochs - 1);
+        const auto r =
+            sf::extract_online(o, d.train, d.test, options, data_for(name), o.epochs - 1);
         online_table.add_row({attack_label(name), std::to_string(options.budget),
                               std::to_string(r.attack.queries_used), pct(r.run.final_test_accuracy),
                               pct(r.attack.best_accuracy), pct(r.attack.best_fidelity)});
@@ -659,23 +749,37 @@ void register_bench_transport(CLI::App* sfl) {
   auto flags = std::make_shared<RunFlags>();
   auto port = std::make_shared<int>(50517);
   auto work = std::make_shared<std::string>("sfl_bench_transport");
+  auto process_threads = std::make_shared<int>(1);
   auto json = std::make_shared<std::string>();
   auto* cmd = sfl->add_subcommand("bench-transport",
                                   "in-process vs gRPC loopback (1 server + K client processes)");
   add_run_flags(cmd, *flags);
   cmd->add_option("--port", *port, "loopback port")->capture_default_str();
+  // K + 1 processes that each start one LibTorch thread per core oversubscribe a small machine;
+  // the in-process run uses the global --threads.
+  cmd->add_option("--process-threads", *process_threads,
+                  "LibTorch threads of each gRPC process (0 = one per core)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--work-dir", *work, "where the processes write logs and reports")
       ->capture_default_str();
   tessera::cli::add_json_option(cmd, *json);
   cmd->callback([=] {
+    // Both sides are timed end to end: data loading and training (the gRPC side from spawning
+    // the processes until the last one exits).
+    tessera::Timer local_timer;
     const Data d = load_data(*flags);
     const sf::SflOptions o = make_options(*flags, d.train.size());
     std::filesystem::create_directories(*work);
     std::filesystem::remove(*work + "/server.ckpt");  // a fresh run, not a resume
     const sf::RunResult local = sf::run_in_process(o, d.train, &d.test);
+    const double local_seconds = local_timer.elapsed_s();
 
     const RunFlags& f = *flags;
+    const std::string threads = std::to_string(*process_threads);
     std::vector<std::string> server_args = {"tessera",
+                                            "--threads",
+                                            threads,
                                             "sfl",
                                             "server",
                                             "--listen",
@@ -736,11 +840,11 @@ void register_bench_transport(CLI::App* sfl) {
     const pid_t server = spawn_self(server_args, *work + "/server.log");
     std::vector<pid_t> clients;
     for (int64_t i = 0; i < o.n_clients; ++i) {
-      clients.push_back(
-          spawn_self({"tessera", "sfl", "client", "--server", fmt::format("127.0.0.1:{}", *port),
-                      "--id", o.client_id(i), "--token", "loopback-secret", "--image-size",
-                      std::to_string(f.image_size), "--data", f.data_dir},
-                     *work + "/" + o.client_id(i) + ".log"));
+      clients.push_back(spawn_self(
+          {"tessera", "--threads", threads, "sfl", "client", "--server",
+           fmt::format("127.0.0.1:{}", *port), "--id", o.client_id(i), "--token", "loopback-secret",
+           "--image-size", std::to_string(f.image_size), "--data", f.data_dir},
+          *work + "/" + o.client_id(i) + ".log"));
     }
     int failures = 0;
     for (const pid_t pid : clients) failures += wait_child(pid) != 0;
@@ -752,19 +856,33 @@ void register_bench_transport(CLI::App* sfl) {
         nlohmann::json::parse(tessera::read_file(*work + "/server.json"));
     const double grpc_accuracy =
         server_report.at("results").at("sfl").at("final_test_accuracy").get<double>();
-    Table table({"transport", "processes", "test acc %", "wall s", "time ratio"});
-    table.add_row({"in-process", "1", pct(local.final_test_accuracy),
-                   fmt::format("{:.1f}", local.seconds), "1.00"});
-    table.add_row({"gRPC loopback", std::to_string(1 + o.n_clients), pct(grpc_accuracy),
+    const double grpc_train_seconds =
+        server_report.at("results").at("sfl").at("seconds").get<double>();
+    Table table({"transport", "processes", "torch threads", "test acc %", "training s", "wall s",
+                 "wall ratio"});
+    table.add_row({"in-process", "1", std::to_string(torch::get_num_threads()),
+                   pct(local.final_test_accuracy), fmt::format("{:.1f}", local.seconds),
+                   fmt::format("{:.1f}", local_seconds), "1.00"});
+    table.add_row({"gRPC loopback", std::to_string(1 + o.n_clients),
+                   *process_threads == 0 ? "per core" : threads + " per process",
+                   pct(grpc_accuracy), fmt::format("{:.1f}", grpc_train_seconds),
                    fmt::format("{:.1f}", grpc_seconds),
-                   fmt::format("{:.2f}", grpc_seconds / local.seconds)});
+                   fmt::format("{:.2f}", grpc_seconds / local_seconds)});
     std::cout << table.to_string();
+    std::cout << fmt::format(
+        "accuracy difference {:.2f} points; wall ratio {:.2f} (training s: in-process run, gRPC "
+        "server from start to exit; wall s: data loading included, gRPC from spawn to the last "
+        "exit)\n",
+        100 * std::abs(grpc_accuracy - local.final_test_accuracy), grpc_seconds / local_seconds);
     tessera::Report report("sfl bench-transport", o.to_json(), o.seed);
     report.results()["table"] = table.to_json();
     report.results()["in_process_accuracy"] = local.final_test_accuracy;
     report.results()["grpc_accuracy"] = grpc_accuracy;
-    report.results()["in_process_seconds"] = local.seconds;
+    report.results()["in_process_seconds"] = local_seconds;
+    report.results()["in_process_training_seconds"] = local.seconds;
     report.results()["grpc_seconds"] = grpc_seconds;
+    report.results()["grpc_server_seconds"] = grpc_train_seconds;
+    report.results()["process_threads"] = *process_threads;
     report.write(*json);
   });
 }
@@ -795,6 +913,8 @@ std::vector<tessera::cli::TourRow> tour_step(const tessera::cli::TourContext& ct
            "VGG-11 CIFAR-10, 5 server layers: ME >90% acc, <2% below target"}};
 }
 
+#include "cmd_splitfed_mi.inc"
+
 }  // namespace
 
 void register_splitfed(CLI::App& app, tessera::cli::Tour& tour) {
@@ -807,4 +927,9 @@ void register_splitfed(CLI::App& app, tessera::cli::Tour& tour) {
   register_bench_me(sfl);
   register_bench_transport(sfl);
   tour.add("splitfed", tour_step);
+  register_attack_mi(sfl);
+  register_pretrain(sfl);
+  register_train_defended(sfl);
+  register_bench_mi(sfl);
+  tour.add("splitfed-mi", tour_step_mi);
 }

@@ -129,9 +129,17 @@ Server::Server(const ServerOptions& options, Handler handler) : impl_(std::make_
   for (const auto& [id, token] : options.tokens) {
     TESSERA_CHECK(!token.empty(), "server: client '{}' has an empty token", id);
   }
+  TESSERA_CHECK(options.tls_cert_chain.empty() == options.tls_private_key.empty(),
+                "server: TLS needs both a certificate chain and a private key");
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_chain.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({options.tls_private_key, options.tls_cert_chain});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   impl_->service = std::make_unique<Service>(options.tokens, std::move(handler));
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &impl_->port);
+  builder.AddListeningPort(options.address, credentials, &impl_->port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.RegisterService(impl_->service.get());
@@ -168,8 +176,16 @@ Client::Client(ClientOptions options)
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
-  impl_->channel =
-      grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options_.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options_.tls_root_certs;
+    credentials = grpc::SslCredentials(ssl);
+    if (!options_.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options_.tls_server_name);
+    }
+  }
+  impl_->channel = grpc::CreateCustomChannel(options_.address, credentials, args);
   impl_->grpc_client = proto::Federated::NewStub(impl_->channel);
 }
 

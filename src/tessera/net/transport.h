@@ -1,7 +1,7 @@
 // gRPC transport of the federated runtimes: a server that authenticates every call by a per-client
 // token, enforces a maximum message size and turns handler errors into clear refusals; and a
-// client with per-call deadlines. The generic Call(method, meta, tensors) keeps the wire format
-// independent of the system that uses it (splitfed, metagater).
+// client with per-call deadlines. Optional TLS on both sides. The generic Call(method, meta,
+// tensors) keeps the wire format independent of the system that uses it (splitfed, metagater).
 #pragma once
 
 #include <functional>
@@ -38,6 +38,10 @@ struct ServerOptions {
   /// client_id -> secret token. A call whose (client_id, token) is not in the map is refused
   /// with UNAUTHENTICATED before any handler runs. Must not be empty.
   std::map<std::string, std::string> tokens;
+  /// TLS: the server's certificate chain and private key, PEM text. Both empty = an insecure
+  /// channel (tokens then travel in clear text); both set = TLS only.
+  std::string tls_cert_chain;
+  std::string tls_private_key;
 };
 
 /// Runs for every authenticated call. Throwing tessera::Error refuses the call (the client sees
@@ -68,6 +72,12 @@ struct ClientOptions {
   std::string token;
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   int64_t timeout_ms = 60000;  ///< deadline of one call
+  /// TLS: connect over TLS, verifying the server's certificate against `tls_root_certs` (PEM
+  /// text; empty = the system's roots). Off = an insecure channel.
+  bool tls = false;
+  std::string tls_root_certs;
+  /// Host name the server certificate must name, when it differs from the address's host.
+  std::string tls_server_name;
 };
 
 class Client {

@@ -36,6 +36,18 @@ net::Message GrpcLink::call(const net::Message& request) {
   }
 }
 
+torch::Tensor client_weight_penalty(ClientSide& model, const SflOptions& options) {
+  torch::Tensor penalty;
+  if (options.client_l1 <= 0.0 && options.client_l2 <= 0.0) return penalty;
+  penalty = torch::zeros({});
+  for (const auto& p : model->parameters()) {
+    if (p.dim() < 2) continue;  // weights only (conv, linear), not biases or BN
+    if (options.client_l1 > 0.0) penalty = penalty + options.client_l1 * p.abs().sum();
+    if (options.client_l2 > 0.0) penalty = penalty + options.client_l2 * p.pow(2).sum();
+  }
+  return penalty;
+}
+
 void honest_step(StepContext& context, const torch::Tensor& x, const torch::Tensor& y,
                  bool& dropped) {
   context.optimizer.zero_grad();
@@ -45,13 +57,8 @@ void honest_step(StepContext& context, const torch::Tensor& x, const torch::Tens
   if (dropped) return;
   // d<z, g>/dθ = g · dz/dθ: the chain rule through the cut (research/sfl.md 1.1 step 3).
   torch::Tensor loss = (z * grad).sum();
-  if (context.options.client_l1 > 0.0 || context.options.client_l2 > 0.0) {
-    for (const auto& p : context.model->parameters()) {
-      if (p.dim() < 2) continue;  // weights only (conv, linear), not biases or BN
-      if (context.options.client_l1 > 0.0) loss = loss + context.options.client_l1 * p.abs().sum();
-      if (context.options.client_l2 > 0.0) loss = loss + context.options.client_l2 * p.pow(2).sum();
-    }
-  }
+  const torch::Tensor penalty = client_weight_penalty(context.model, context.options);
+  if (penalty.defined()) loss = loss + penalty;
   loss.backward();
   context.optimizer.step();
 }
@@ -100,7 +107,13 @@ ClientReport SplitClient::run(int64_t stop_after_steps) {
   const data::Dataset shard = usable.subset(client_shard(options, usable.labels, report.index));
   TESSERA_CHECK(shard.size() > 0, "client {} has an empty shard", report.index);
   // The client model's initial weights do not matter: the averaged state is loaded each epoch.
-  auto [model, unused_server] = make_split(options.model, options.split);
+  // Built under the RNG lock: its initialisation draws from the process-wide generator, which
+  // the server of an in-process run reseeds for its steps (protocol.h).
+  ClientSide model{nullptr};
+  {
+    std::lock_guard<std::mutex> rng_lock(torch_rng_mutex());
+    model = make_split(options.model, options.split).first;
+  }
   model->train();
 
   int64_t epoch = 0;

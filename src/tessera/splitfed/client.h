@@ -75,6 +75,10 @@ class ClientStrategy {
   virtual State end_epoch(int64_t epoch, ClientSide& model) { return get_state(*model); }
 };
 
+/// l1 |w|_1 + l2 |w|^2 over the client's conv/linear weights (options.client_l1/l2); undefined
+/// when both are 0. Shared by the honest step and the defense strategies.
+torch::Tensor client_weight_penalty(ClientSide& model, const SflOptions& options);
+
 /// The honest step plus the paper's client-weight penalties: loss_c = <z, g> + l1 |w|_1 + l2 |w|^2.
 void honest_step(StepContext& context, const torch::Tensor& x, const torch::Tensor& y,
                  bool& dropped);

@@ -415,6 +415,10 @@ double ModelExtraction::train_epoch(torch::optim::Optimizer& optimizer, std::mt1
     }
   } else if (attack == "gm") {
     // Match the surrogate's own dCE/dz to the recorded gradients (second order through f^_s).
+    // In eval mode, like the oracle's target: in train mode dropout (p = 0.5 in VGG's
+    // classifier) and BN batch statistics make g_hat a different, random function of z, whose
+    // gradients cannot match the target's; the surrogate is then evaluated in that same mode.
+    surrogate_->eval();
     std::vector<int64_t> order(gm_z_.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
     data::shuffle_indices(order, rng);
@@ -471,10 +475,27 @@ ExtractionResult ModelExtraction::fit(const data::Dataset& test,
   ExtractionResult result;
   result.attack = options_.attack;
   result.queries_used = queries_used_;
+  // The attacker's client side is frozen, so the test set's smashed data is computed once and
+  // each epoch's evaluation runs only the surrogate server part (same predictions as predict()).
+  std::vector<torch::Tensor> test_z;
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t start = 0; start < test.size(); start += 512) {
+      test_z.push_back(
+          client_->forward(test.images.slice(0, start, std::min(test.size(), start + 512))));
+    }
+  }
   for (int64_t epoch = 0; epoch < options_.surrogate_epochs; ++epoch) {
     train::set_learning_rate(*optimizer, train::learning_rate(t, epoch));
     train_epoch(*optimizer, rng);
-    const torch::Tensor predictions = predict(client_, surrogate_, test);
+    torch::Tensor predictions;
+    {
+      torch::NoGradGuard no_grad;
+      surrogate_->eval();
+      std::vector<torch::Tensor> out;
+      for (const auto& z : test_z) out.push_back(surrogate_->forward(z).argmax(1));
+      predictions = torch::cat(out);
+    }
     const double accuracy = predictions.eq(test.labels).to(torch::kFloat64).mean().item<double>();
     const double fidelity =
         predictions.eq(target_predictions).to(torch::kFloat64).mean().item<double>();

@@ -31,6 +31,11 @@ void read_field(const nlohmann::json& json, const char* key, T& value) {
 
 }  // namespace
 
+std::mutex& torch_rng_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 // ---------------------------------------------------------------------------------------------
 // SflOptions
 
@@ -209,9 +214,13 @@ SplitServer::SplitServer(SflOptions options, ServerSettings settings)
   eval_client_ = client;
   server_ = server;
   smashed_shape_ = eval_client_->smashed_shape();
+  if (!settings_.initial_client_state.empty())
+    load_state(*eval_client_, settings_.initial_client_state);
+  if (!settings_.initial_server_state.empty()) load_state(*server_, settings_.initial_server_state);
   global_client_state_ = get_state(*eval_client_);
   train::TrainOptions t = options_.schedule_options();
   optimizer_ = train::make_optimizer(server_->parameters(), t);
+  told_finished_.assign(options_.n_clients, false);
   if (settings_.resume && !settings_.checkpoint_path.empty() &&
       file_exists(settings_.checkpoint_path)) {
     load_checkpoint();
@@ -238,6 +247,14 @@ bool SplitServer::wait_finished(int64_t timeout_ms) const {
   return changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
     return stopped_ || epochs_done_ >= options_.epochs;
   }) && epochs_done_ >= options_.epochs;
+}
+
+bool SplitServer::wait_all_told_finished(int64_t timeout_ms) const {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return changed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+    return stopped_ || std::all_of(told_finished_.begin(), told_finished_.end(),
+                                   [](bool told) { return told; });
+  }) && !stopped_;
 }
 
 std::vector<EpochRecord> SplitServer::history() const {
@@ -452,6 +469,7 @@ void SplitServer::finish_epoch_locked() {
       epochs_done_, options_.epochs, record.train_loss, record.train_accuracy, record.test_accuracy,
       record.n_active, record.n_dropped, record.seconds);
   epoch_.reset();
+  if (settings_.on_epoch_end) settings_.on_epoch_end(record.epoch, global_client_state_);
   if (!settings_.checkpoint_path.empty()) save_checkpoint_locked();
   if (epochs_done_ < options_.epochs) start_epoch_locked(epochs_done_);
   changed_.notify_all();
@@ -467,6 +485,8 @@ net::Message SplitServer::on_begin_epoch(int64_t client, const net::Message& req
   reply.method = "begin_epoch";
   if (stopped_ || epochs_done_ >= options_.epochs || !epoch_) {
     reply.meta = {{"finished", true}, {"epoch", epochs_done_}, {"active", false}};
+    told_finished_[client] = true;
+    changed_.notify_all();
     return reply;
   }
   {
@@ -479,6 +499,8 @@ net::Message SplitServer::on_begin_epoch(int64_t client, const net::Message& req
   }
   if (!epoch_) {  // dropping it finished the run
     reply.meta = {{"finished", true}, {"epoch", epochs_done_}, {"active", false}};
+    told_finished_[client] = true;
+    changed_.notify_all();
     return reply;
   }
   const Epoch& e = *epoch_;  // possibly the next epoch, if the drop completed this one
@@ -541,7 +563,11 @@ net::Message SplitServer::on_step(int64_t client, const net::Message& request) {
   }
   e = epoch_.get();
 
-  // Server part of the split step (research/sfl.md 1.1 step 2).
+  // Server part of the split step (research/sfl.md 1.1 step 2). Its random numbers come from a
+  // generator state fixed by (seed, epoch, turn), the same in process and over gRPC.
+  std::lock_guard<std::mutex> rng_lock(torch_rng_mutex());
+  torch::manual_seed(options_.seed * 1000003 + static_cast<uint64_t>(e->index) * 7919 +
+                     static_cast<uint64_t>(my_turn) + 1);
   server_->train();
   if (options_.ordering == "v2") optimizer_->zero_grad();
   torch::Tensor z_in = z.clone().requires_grad_(true);

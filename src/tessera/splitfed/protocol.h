@@ -34,6 +34,14 @@
 
 namespace tessera::splitfed {
 
+/// LibTorch's default generator is process-wide: in an in-process run the server and K client
+/// threads share it, over gRPC each process has its own. So that the server's random numbers
+/// (dropout in the server-side layers, gradient noise) are the same in both, the server reseeds
+/// it at every step from (seed, epoch, turn) while holding this lock, and whoever else draws
+/// from it during a run (client model construction) holds the lock too. Client-side dropout
+/// (only when the client keeps a dropout layer) is not covered.
+std::mutex& torch_rng_mutex();
+
 /// Everything both sides must agree on. Sent to every client in the join reply.
 struct SflOptions {
   models::ModelConfig model;
@@ -103,6 +111,14 @@ struct ServerSettings {
   std::string checkpoint_path;              ///< written atomically after every epoch ("" = none)
   bool resume = false;                      ///< load checkpoint_path if it exists
   const data::Dataset* test_set = nullptr;  ///< evaluated after every epoch when given
+  /// Initial client-side / server-side states (empty: the seeded fresh model). ResSFL's
+  /// resistance transfer starts from a pre-trained expert (research/sfl.md 3.4 B). A resumed
+  /// checkpoint overrides them.
+  State initial_client_state;
+  State initial_server_state;
+  /// Called after every epoch's averaging, under the server's lock, with the epoch (0-based) and
+  /// the averaged client-side state (attack-strength checkpoints, research/sfl.md 3.4 Fig. 5).
+  std::function<void(int64_t epoch, const State& client_state)> on_epoch_end;
 };
 
 /// Called with every accepted step's smashed data (curious-server attacks observe here).
@@ -125,6 +141,10 @@ class SplitServer {
   bool finished() const;
   /// Blocks until all epochs are done (or stop()). Returns false on timeout.
   bool wait_finished(int64_t timeout_ms) const;
+  /// Blocks until every client has been told that the run is over (a begin_epoch reply with
+  /// finished = true), or stop(), or timeout. Returns false on timeout. Lets a gRPC server exit
+  /// as soon as its clients know, instead of lingering a fixed time.
+  bool wait_all_told_finished(int64_t timeout_ms) const;
 
   const SflOptions& options() const { return options_; }
   std::vector<EpochRecord> history() const;
@@ -170,6 +190,7 @@ class SplitServer {
   std::vector<SmashedObserver> observers_;
   bool stopped_ = false;
   int64_t t_last_progress_us_ = 0;
+  std::vector<bool> told_finished_;  ///< per client: got a finished begin_epoch reply
 };
 
 }  // namespace tessera::splitfed

@@ -66,7 +66,7 @@ RunResult serve_grpc(const SflOptions& options, ServerSettings settings,
   if (on_listening) on_listening(transport.port());
   while (!server.wait_finished(1000)) {
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(linger_ms));
+  server.wait_all_told_finished(linger_ms);
   server.stop();
   transport.shutdown(1000);
   RunResult result;

@@ -33,8 +33,9 @@ RunResult run_in_process(const SflOptions& options, const data::Dataset& train_s
                          const data::Dataset* test_set, ServerSettings settings = {},
                          const std::map<int64_t, std::shared_ptr<ClientStrategy>>& strategies = {});
 
-/// gRPC server: serves `options` until every epoch is done, then lingers `linger_ms` so that
-/// clients learn the run is over. `on_listening(port)` runs once the port is bound.
+/// gRPC server: serves `options` until every epoch is done, then waits until every client has
+/// been told the run is over, at most `linger_ms` (a client that died is not waited for longer).
+/// `on_listening(port)` runs once the port is bound.
 RunResult serve_grpc(const SflOptions& options, ServerSettings settings,
                      const net::ServerOptions& net_options, int64_t linger_ms = 2000,
                      const std::function<void(int port)>& on_listening = {});

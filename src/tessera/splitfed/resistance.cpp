@@ -1,0 +1,314 @@
+// Attacker-aware training, ResSFL transfer and the baseline defenses (see resistance.h).
+#include "tessera/splitfed/resistance.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "tessera/core/error.h"
+#include "tessera/core/image.h"
+#include "tessera/core/seed.h"
+#include "tessera/core/timer.h"
+#include "tessera/models/registry.h"
+#include "tessera/train/train.h"
+
+namespace tessera::splitfed {
+
+const std::vector<std::string>& defense_names() {
+  static const std::vector<std::string> names = {"none",    "attacker_aware", "ressfl",
+                                                 "laplace", "gaussian",       "dropout",
+                                                 "topk",    "nopeek",         "bottleneck"};
+  return names;
+}
+
+void DefenseOptions::validate() const {
+  const auto& names = defense_names();
+  TESSERA_CHECK(std::find(names.begin(), names.end(), name) != names.end(),
+                "unknown defense '{}' (known: {})", name, fmt::join(names, ", "));
+  TESSERA_CHECK(std::isfinite(lambda) && lambda >= 0.0,
+                "lambda {} must be a finite number >= 0 (hinge weight)", lambda);
+  TESSERA_CHECK(std::isfinite(tau) && tau >= 0.0 && tau < 1.0,
+                "tau {} must be in [0, 1) (SSIM threshold)", tau);
+  DecoderSpec::parse(decoder);
+  TESSERA_CHECK(interval >= 1, "decoder interval {} must be >= 1", interval);
+  TESSERA_CHECK(inner_steps >= 1, "decoder inner steps {} must be >= 1", inner_steps);
+  TESSERA_CHECK(decoder_lr > 0.0, "decoder learning rate {} must be positive", decoder_lr);
+  TESSERA_CHECK(delta > 0.0 && delta < 1.0, "delta {} must be in (0, 1)", delta);
+  const double s = effective_strength();
+  TESSERA_CHECK(std::isfinite(s), "defense strength {} must be finite", s);
+  if (name == "dropout" || name == "topk") {
+    TESSERA_CHECK(s < 1.0, "{} strength {} must be in (0, 1)", name, s);
+  }
+}
+
+double DefenseOptions::effective_strength() const {
+  if (strength > 0.0) return strength;
+  if (name == "laplace" || name == "gaussian") return 10.0;
+  if (name == "dropout") return 0.2;
+  if (name == "topk") return 0.6;
+  if (name == "nopeek") return 1.0;
+  return 0.0;
+}
+
+nlohmann::json DefenseOptions::to_json() const {
+  return {{"name", name},
+          {"lambda", lambda},
+          {"tau", tau},
+          {"decoder", decoder},
+          {"interval", interval},
+          {"inner_steps", inner_steps},
+          {"decoder_lr", decoder_lr},
+          {"strength", effective_strength()},
+          {"delta", delta},
+          {"seed", seed}};
+}
+
+SmashedTransform smashed_transform(const DefenseOptions& options, uint64_t stream) {
+  options.validate();
+  const std::string& name = options.name;
+  if (name != "laplace" && name != "gaussian" && name != "dropout" && name != "topk") return {};
+  const double s = options.effective_strength();
+  auto gen = std::make_shared<torch::Generator>(
+      at::make_generator<at::CPUGeneratorImpl>(options.seed * 7919 + stream + 1));
+  auto mutex = std::make_shared<std::mutex>();
+  if (name == "laplace") {
+    const double b = 1.0 / s;  // Laplace(0, 1/eps)
+    return [=](const torch::Tensor& z) {
+      torch::Tensor u;
+      {
+        std::lock_guard<std::mutex> lock(*mutex);
+        u = torch::rand(z.sizes(), *gen, z.options()) - 0.5;
+      }
+      // Inverse CDF: -b sign(u) ln(1 - 2|u|).
+      const torch::Tensor noise = -b * u.sign() * torch::log1p(-2.0 * u.abs().clamp_max(0.4999999));
+      return z + noise;
+    };
+  }
+  if (name == "gaussian") {
+    const double sigma = std::sqrt(2.0 * std::log(1.25 / options.delta)) / s;
+    return [=](const torch::Tensor& z) {
+      std::lock_guard<std::mutex> lock(*mutex);
+      return z + sigma * torch::randn(z.sizes(), *gen, z.options());
+    };
+  }
+  if (name == "dropout") {
+    return [=](const torch::Tensor& z) {
+      std::lock_guard<std::mutex> lock(*mutex);
+      return z * (torch::rand(z.sizes(), *gen, z.options()) >= s).to(z.dtype());
+    };
+  }
+  return [=](const torch::Tensor& z) {  // topk: keep the largest (1 - ratio) values
+    const int64_t n = z.numel();
+    const auto k = static_cast<int64_t>(std::floor(s * static_cast<double>(n)));
+    if (k <= 0) return z;
+    const torch::Tensor order = z.detach().flatten().argsort();
+    torch::Tensor mask = torch::ones({n}, z.options());
+    mask.index_fill_(0, order.slice(0, 0, k), 0.0);
+    return z * mask.view(z.sizes());
+  };
+}
+
+torch::Tensor ssim_hinge(const torch::Tensor& reconstruction, const torch::Tensor& x, double lambda,
+                         double tau) {
+  return lambda * torch::relu(image::ssim(reconstruction, x) - tau);
+}
+
+torch::Tensor distance_correlation(const torch::Tensor& x, const torch::Tensor& z) {
+  TESSERA_CHECK(x.size(0) == z.size(0) && x.size(0) >= 2,
+                "distance correlation needs two batches of one size >= 2, got {} and {}", x.size(0),
+                z.size(0));
+  const auto centred = [](const torch::Tensor& t) {
+    const torch::Tensor f = t.flatten(1);
+    // Pairwise Euclidean distances; the epsilon keeps sqrt differentiable at 0.
+    const torch::Tensor d = ((f.unsqueeze(1) - f.unsqueeze(0)).pow(2).sum(-1) + 1e-12).sqrt();
+    return d - d.mean(0, true) - d.mean(1, true) + d.mean();
+  };
+  const torch::Tensor a = centred(x), b = centred(z);
+  const torch::Tensor dcov_xz = (a * b).mean().clamp_min(0.0);
+  const torch::Tensor dvar_x = (a * a).mean(), dvar_z = (b * b).mean();
+  return (dcov_xz / ((dvar_x * dvar_z).sqrt() + 1e-12)).sqrt();
+}
+
+DefenseStrategy::DefenseStrategy(DefenseOptions options, uint64_t stream)
+    : options_(std::move(options)) {
+  options_.validate();
+  transform_ = smashed_transform(options_, stream);
+}
+
+bool DefenseStrategy::step(StepContext& context, const torch::Tensor& x, const torch::Tensor& y) {
+  Timer timer;
+  double exchange_s = 0.0;
+  ClientSide& model = context.model;
+  const bool aware = options_.attacker_aware();
+  if (aware && !decoder_) {
+    // Built from the data's shapes, so gRPC clients need no extra configuration. Seeded by the
+    // defense seed (the decoder's initial weights are the client's private choice).
+    torch::NoGradGuard no_grad;
+    const torch::Tensor z = model->forward(x.slice(0, 0, 1));
+    std::vector<int64_t> smashed(z.sizes().begin() + 1, z.sizes().end());
+    std::vector<int64_t> image(x.sizes().begin() + 1, x.sizes().end());
+    seed_everything(options_.seed + 101);
+    decoder_ = Decoder(options_.decoder, smashed, image);
+    decoder_optimizer_ = std::make_unique<torch::optim::Adam>(
+        decoder_->parameters(), torch::optim::AdamOptions(options_.decoder_lr));
+  }
+  // 1. Simulated attacker: max_phi SSIM(g(f_c(x)), x) with f_c frozen (3.2 step 1).
+  if (aware && context.batch % options_.interval == 0) {
+    decoder_->train();
+    torch::Tensor z;
+    {
+      torch::NoGradGuard no_grad;
+      z = model->forward(x);
+    }
+    for (int64_t i = 0; i < options_.inner_steps; ++i) {
+      decoder_optimizer_->zero_grad();
+      const torch::Tensor loss = -image::ssim(decoder_->forward(z), x);
+      loss.backward();
+      decoder_optimizer_->step();
+    }
+  }
+  // 2. Model step: CE (through the server's dL/dz) + the defense's client-side terms.
+  context.optimizer.zero_grad();
+  const torch::Tensor z = model->forward(x);
+  const torch::Tensor sent = transform_ ? transform_(z) : z;
+  Timer exchange_timer;
+  const torch::Tensor grad = context.exchange(sent.detach(), y);
+  exchange_s = exchange_timer.elapsed_s();
+  if (!grad.defined()) return false;
+  torch::Tensor loss = (sent * grad).sum();
+  if (aware) {
+    // g is fixed here: its gradients are discarded by the next decoder step's zero_grad.
+    decoder_->eval();
+    const torch::Tensor reconstruction = decoder_->forward(z);
+    loss = loss + ssim_hinge(reconstruction, x, options_.lambda, options_.tau);
+    std::lock_guard<std::mutex> lock(mutex_);
+    last_ssim_ = image::ssim(reconstruction.detach(), x).item<double>();
+  }
+  if (options_.name == "nopeek") {
+    loss = loss + options_.effective_strength() * distance_correlation(x, z);
+  }
+  const torch::Tensor penalty = client_weight_penalty(model, context.options);
+  if (penalty.defined()) loss = loss + penalty;
+  loss.backward();
+  context.optimizer.step();
+  std::lock_guard<std::mutex> lock(mutex_);
+  compute_seconds_ += timer.elapsed_s() - exchange_s;
+  ++steps_;
+  return true;
+}
+
+double DefenseStrategy::compute_seconds() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return compute_seconds_;
+}
+
+int64_t DefenseStrategy::steps() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return steps_;
+}
+
+double DefenseStrategy::last_ssim() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return last_ssim_;
+}
+
+nlohmann::json DefendedRun::to_json() const {
+  nlohmann::json j = run.to_json();
+  j["defended_accuracy"] = accuracy;
+  j["client_seconds_per_step"] = client_seconds_per_step;
+  return j;
+}
+
+double defended_accuracy(ClientSide& client, ServerSide& server, const data::Dataset& test,
+                         const SmashedTransform& transform) {
+  client->eval();
+  server->eval();
+  torch::NoGradGuard no_grad;
+  return train::evaluate(
+             [&](const torch::Tensor& x) {
+               const torch::Tensor z = client->forward(x);
+               return server->forward(transform ? transform(z) : z);
+             },
+             test)
+      .accuracy;
+}
+
+DefendedRun run_defended(const SflOptions& options, const DefenseOptions& defense,
+                         const data::Dataset& train, const data::Dataset& test,
+                         const std::vector<int64_t>& checkpoint_epochs, const State& initial_client,
+                         const State& initial_server) {
+  defense.validate();
+  TESSERA_CHECK(defense.name != "bottleneck" || options.split.bottleneck_channels > 0,
+                "defense 'bottleneck' needs a split with bottleneck channels > 0");
+  DefendedRun result;
+  const auto wanted = [&](int64_t e) {
+    return std::find(checkpoint_epochs.begin(), checkpoint_epochs.end(), e) !=
+           checkpoint_epochs.end();
+  };
+  if (wanted(0)) {
+    if (!initial_client.empty()) {
+      result.checkpoints.emplace_back(0, initial_client);
+    } else {
+      seed_everything(options.seed);  // the server's seeded initial model
+      result.checkpoints.emplace_back(0,
+                                      get_state(*make_split(options.model, options.split).first));
+    }
+  }
+  ServerSettings settings;
+  settings.initial_client_state = initial_client;
+  settings.initial_server_state = initial_server;
+  settings.on_epoch_end = [&](int64_t epoch, const State& state) {
+    if (!wanted(epoch + 1)) return;
+    State copy;
+    for (const auto& [name, t] : state) copy.emplace_back(name, t.clone());
+    result.checkpoints.emplace_back(epoch + 1, std::move(copy));
+  };
+  std::map<int64_t, std::shared_ptr<ClientStrategy>> strategies;
+  std::vector<std::shared_ptr<DefenseStrategy>> mine;
+  for (int64_t i = 0; i < options.n_clients; ++i) {
+    mine.push_back(std::make_shared<DefenseStrategy>(defense, static_cast<uint64_t>(i)));
+    strategies[i] = mine.back();
+  }
+  result.run = run_in_process(options, train, &test, settings, strategies);
+  double seconds = 0.0;
+  int64_t steps = 0;
+  for (const auto& s : mine) {
+    seconds += s->compute_seconds();
+    steps += s->steps();
+  }
+  result.client_seconds_per_step = steps > 0 ? seconds / static_cast<double>(steps) : 0.0;
+  auto [client, server] = restore_split(options, result.run.client_state, result.run.server_state);
+  result.accuracy = defended_accuracy(client, server, test, smashed_transform(defense, 1000003));
+  return result;
+}
+
+std::pair<State, State> transfer_states(const SflOptions& target, const SflOptions& source,
+                                        const State& expert_client, const State& expert_server) {
+  models::ModelConfig a = target.model, b = source.model;
+  a.num_classes = b.num_classes = 0;
+  TESSERA_CHECK(a.to_json() == b.to_json(),
+                "resistance transfer needs the expert's architecture: source {} vs target {}",
+                source.model.to_json().dump(), target.model.to_json().dump());
+  TESSERA_CHECK(target.split.to_json() == source.split.to_json(),
+                "resistance transfer needs the expert's split: source {} vs target {}",
+                source.split.to_json().dump(), target.split.to_json().dump());
+  seed_everything(target.seed);
+  models::Model probe = models::create(target.model);
+  const std::string classifier = probe->units().back().name + ".";
+  auto [fresh_client, fresh_server] = make_split(target.model, target.split);
+  State server = get_state(*fresh_server);
+  for (auto& [name, tensor] : server) {
+    if (name.rfind(classifier, 0) == 0) continue;  // re-initialised classifier
+    const auto it = std::find_if(expert_server.begin(), expert_server.end(),
+                                 [&](const auto& e) { return e.first == name; });
+    TESSERA_CHECK(it != expert_server.end(), "the expert's server side has no tensor '{}'", name);
+    TESSERA_CHECK(it->second.sizes() == tensor.sizes(), "expert tensor '{}' has another shape",
+                  name);
+    tensor = it->second.clone();
+  }
+  return {expert_client, server};
+}
+
+}  // namespace tessera::splitfed
