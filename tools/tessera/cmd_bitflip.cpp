@@ -434,8 +434,8 @@ void run_bench(const BenchCommand& o) {
                      "gap (points)", "signature storage %"});
   Table crc_table({"model", "layers flagged", "weights zeroed", "zero-layer acc %", "reload acc %",
                    "extra storage for reload %"});
-  Table overhead_table(
-      {"model", "batch", "inference ms", "check ms", "check + inference ms", "overhead %"});
+  Table overhead_table({"model", "batch", "inference ms", "check ms", "check + inference ms",
+                        "check / inference %"});
   Table evasion_table({"model", "G", "trials", "undetected", "measured rate", "predicted rate"});
   nlohmann::json results = nlohmann::json::object();
   for (const auto& arch : o.archs) {
