@@ -343,6 +343,16 @@ std::pair<int, int> parse_setting(const std::string& s) {
   return {0, 0};
 }
 
+/// The bit-sparse quantizer of one `--settings` item ("terms:positions") with the given scope.
+reram::BitSparseOptions quantizer_of(const std::string& setting, const std::string& scope) {
+  const auto [t, k] = parse_setting(setting);
+  reram::BitSparseOptions q;
+  q.max_terms = t;
+  q.n_positions = k;
+  q.scope = reram::position_scope_from_string(scope);
+  return q;
+}
+
 void run_sweep(const SweepCommand& cmd) {
   tessera::seed_everything(cmd.seed);
   const reram::HardwareSpec base_spec = load_spec_or_default(cmd.input.spec);
@@ -373,11 +383,7 @@ void run_sweep(const SweepCommand& cmd) {
   // Accuracy does not depend on the crossbar geometry: evaluate each quantizer once.
   std::map<std::string, double> accuracy_of;
   for (const std::string& setting : cmd.settings) {
-    const auto [t, k] = parse_setting(setting);
-    reram::BitSparseOptions q;
-    q.max_terms = t;
-    q.n_positions = k;
-    q.scope = reram::position_scope_from_string(cmd.scope);
+    reram::BitSparseOptions q = quantizer_of(setting, cmd.scope);
     double acc = -1;
     if (acc_model) {
       const auto w = (*acc_model)->workload();
@@ -396,11 +402,7 @@ void run_sweep(const SweepCommand& cmd) {
       reram::SvgSeries s{fmt::format("{}x{}, {}-bit cells", size, size, cell), {}, true};
       if (acc_model) baseline_series.points.push_back({double(base), 100 * acc_uniform_value});
       for (const std::string& setting : cmd.settings) {
-        const auto [t, k] = parse_setting(setting);
-        reram::BitSparseOptions q;
-        q.max_terms = t;
-        q.n_positions = k;
-        q.scope = reram::position_scope_from_string(cmd.scope);
+        reram::BitSparseOptions q = quantizer_of(setting, cmd.scope);
         const auto sparse = reram::bit_sparse_all(net.workload, net.uniform, q);
         const int64_t sme =
             reram::map_network(net.workload, sparse, spec, {true, true}).total.crossbars;
@@ -565,11 +567,7 @@ void run_bench(const BenchCommand& cmd) {
       cmd.val_images);
   std::vector<reram::BitSparseOptions> quantizers;
   for (const std::string& setting : cmd.settings) {
-    const auto [t, k] = parse_setting(setting);
-    reram::BitSparseOptions q;
-    q.max_terms = t;
-    q.n_positions = k;
-    q.scope = reram::position_scope_from_string(cmd.scope);
+    reram::BitSparseOptions q = quantizer_of(setting, cmd.scope);
     q.validate(spec.weight_bits - 1);
     quantizers.push_back(q);
   }
