@@ -238,8 +238,7 @@ TEST_F(SeededTest, GuardChecksBeforeInferenceAndRecoversFlaggedGroups) {
   EXPECT_EQ(guard.stats().n_weights_zeroed, 8);
   EXPECT_EQ(model.weights[0].values.view(-1)[5].item<int32_t>(), 0);
   // The module sees the zeroed weights (dequantized), not the flipped one.
-  torch::Tensor* param = model.model->named_parameters().find(model.weights[0].name);
-  EXPECT_TRUE(torch::allclose(*param, model.weights[0].dequantize()));
+  EXPECT_TRUE(torch::allclose(model.parameter(0), model.weights[0].dequantize()));
   EXPECT_THROW((GuardOptions{0, true}.validate()), Error);
 }
 

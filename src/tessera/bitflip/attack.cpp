@@ -13,12 +13,6 @@ namespace tessera::bitflip {
 
 namespace {
 
-torch::Tensor& param_of(QuantizedModel& qm, size_t layer) {
-  torch::Tensor* param = qm.model->named_parameters(/*recurse=*/true).find(qm.weights[layer].name);
-  TESSERA_CHECK(param != nullptr, "module has no parameter named '{}'", qm.weights[layer].name);
-  return *param;
-}
-
 int32_t value_at(const quant::QuantizedTensor& q, int64_t index) {
   return q.values.data_ptr<int32_t>()[index];
 }
@@ -144,14 +138,14 @@ std::vector<BitFlip> Pbfa::step() {
   {
     model_.model->eval();
     model_.model->zero_grad();
-    for (size_t l = 0; l < n_layers; ++l) param_of(model_, l).set_requires_grad(true);
+    for (size_t l = 0; l < n_layers; ++l) model_.parameter(l).set_requires_grad(true);
     torch::Tensor loss_tensor = torch::cross_entropy_loss(model_.model->forward(images_), labels_);
     base_loss = loss_tensor.item<double>();
     loss_tensor.backward();
     for (size_t l = 0; l < n_layers; ++l) {
-      const torch::Tensor& grad = param_of(model_, l).grad();
+      const torch::Tensor grad = model_.parameter(l).grad();
       grads[l] =
-          grad.defined() ? grad.detach().clone() : torch::zeros_like(param_of(model_, l)).detach();
+          grad.defined() ? grad.detach().clone() : torch::zeros_like(model_.parameter(l)).detach();
     }
     model_.model->zero_grad();
   }

@@ -24,14 +24,6 @@ std::vector<std::pair<std::string, torch::Tensor>> module_state(torch::nn::Modul
   return state;
 }
 
-torch::Tensor& param_of(QuantizedModel& qm, size_t layer) {
-  TESSERA_CHECK(layer < qm.weights.size(), "layer index {} out of range ({} quantized layers)",
-                layer, qm.weights.size());
-  torch::Tensor* param = qm.model->named_parameters(/*recurse=*/true).find(qm.weights[layer].name);
-  TESSERA_CHECK(param != nullptr, "module has no parameter named '{}'", qm.weights[layer].name);
-  return *param;
-}
-
 }  // namespace
 
 int64_t QuantizedModel::n_weights() const {
@@ -48,16 +40,26 @@ size_t QuantizedModel::layer_index(const std::string& name) const {
   return 0;
 }
 
+torch::Tensor QuantizedModel::parameter(size_t layer) const {
+  TESSERA_CHECK(layer < weights.size(), "layer index {} out of range ({} quantized layers)", layer,
+                weights.size());
+  // named_parameters() builds a temporary dictionary: copy the handle out, never a reference.
+  const auto params = model->named_parameters(/*recurse=*/true);
+  const torch::Tensor* param = params.find(weights[layer].name);
+  TESSERA_CHECK(param != nullptr, "module has no parameter named '{}'", weights[layer].name);
+  return *param;
+}
+
 void QuantizedModel::sync() { quant::load_into_module(weights, *model); }
 
 void QuantizedModel::sync_layer(size_t layer) {
-  torch::Tensor& param = param_of(*this, layer);
+  torch::Tensor param = parameter(layer);
   torch::NoGradGuard no_grad;
   param.copy_(weights[layer].dequantize().to(param.dtype()));
 }
 
 void QuantizedModel::sync_element(size_t layer, int64_t index) {
-  torch::Tensor& param = param_of(*this, layer);
+  torch::Tensor param = parameter(layer);
   const auto& q = weights[layer];
   TESSERA_CHECK(index >= 0 && index < q.numel(), "element {} out of range for layer '{}' ({})",
                 index, q.name, q.numel());

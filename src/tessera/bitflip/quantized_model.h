@@ -28,6 +28,8 @@ struct QuantizedModel {
   int64_t n_weights() const;
   /// Index of the layer named `name`; throws tessera::Error naming it if absent.
   size_t layer_index(const std::string& name) const;
+  /// The module's float parameter of quantized layer `layer`: a handle sharing its storage.
+  torch::Tensor parameter(size_t layer) const;
   /// Writes every layer's dequantized integers into the module's float parameters.
   void sync();
   /// Writes one layer's dequantized integers into the module.
