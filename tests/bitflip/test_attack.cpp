@@ -14,17 +14,8 @@
 namespace tessera::bitflip {
 namespace {
 
+using tessera::testing::error_of;
 using tessera::testing::SeededTest;
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 /// A tiny MLP, briefly trained on separable synthetic data so that its gradients are meaningful,
 /// then quantized to 8 bits. Returns the model and a batch of inputs [B, 1, 4, 4].

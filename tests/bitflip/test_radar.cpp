@@ -15,6 +15,7 @@
 namespace tessera::bitflip {
 namespace {
 
+using tessera::testing::error_of;
 using tessera::testing::SeededTest;
 using tessera::testing::TempDir;
 
@@ -39,16 +40,6 @@ std::vector<quant::QuantizedTensor> copy_of(const std::vector<quant::QuantizedTe
   std::vector<quant::QuantizedTensor> out = w;
   for (auto& q : out) q.values = q.values.clone();
   return out;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // The worked examples of research/hw_security.md 3.3: G = 8, key row 0 of the codebook,

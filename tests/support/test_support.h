@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "tessera/core/error.h"
+
 namespace tessera::testing {
 
 /// Seeds LibTorch (and anything using tessera::seed_everything) before every test.
@@ -31,5 +33,16 @@ class TempDir {
 
 /// Writes raw bytes to a file (non-atomically; for crafting bad inputs in tests).
 void write_bytes(const std::string& path, const std::string& bytes);
+
+/// The message of the tessera::Error that f() throws, or "" when it throws none.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 }  // namespace tessera::testing
