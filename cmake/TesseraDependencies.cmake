@@ -6,6 +6,9 @@ find_package(spdlog REQUIRED)          # libspdlog-dev
 find_package(fmt REQUIRED)             # libfmt-dev
 find_package(ZLIB REQUIRED)            # zlib1g-dev
 find_package(Threads REQUIRED)
+# LibTorch's at::parallel_for is a header template that runs serially unless the calling code is
+# itself compiled with OpenMP (ATen/ParallelOpenMP.h), so every Tessera target gets -fopenmp.
+find_package(OpenMP REQUIRED)          # libgomp (gcc)
 if(TESSERA_BUILD_TESTS)
   find_package(GTest REQUIRED)         # libgtest-dev
   include(GoogleTest)

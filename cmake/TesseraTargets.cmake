@@ -5,7 +5,8 @@ set(TESSERA_WARNINGS -Wall -Wextra -Wno-unused-parameter)
 # One precompiled header for LibTorch, built once and reused by every target (REUSE_FROM needs
 # identical flags, which tessera_setup_target guarantees).
 add_library(tessera_pch OBJECT "${CMAKE_CURRENT_LIST_DIR}/pch.cpp")
-target_link_libraries(tessera_pch PUBLIC torch nlohmann_json::nlohmann_json fmt::fmt spdlog::spdlog)
+target_link_libraries(tessera_pch PUBLIC torch OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json fmt::fmt
+                                         spdlog::spdlog)
 target_compile_options(tessera_pch PRIVATE ${TESSERA_WARNINGS})
 target_precompile_headers(tessera_pch PRIVATE <torch/torch.h> <nlohmann/json.hpp>
                           <fmt/format.h> <string> <vector> <map> <memory>)
@@ -22,8 +23,8 @@ function(tessera_add_library layer)
   set(name tessera_${layer})
   add_library(${name} STATIC ${ARG_SOURCES})
   target_include_directories(${name} PUBLIC "${PROJECT_SOURCE_DIR}/src")
-  target_link_libraries(${name} PUBLIC ${ARG_DEPS} torch nlohmann_json::nlohmann_json fmt::fmt
-                                       spdlog::spdlog)
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS} torch OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json
+                                       fmt::fmt spdlog::spdlog)
   tessera_setup_target(${name})
 endfunction()
 

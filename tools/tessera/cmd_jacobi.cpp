@@ -431,7 +431,8 @@ void register_bench(CLI::App& llm) {
 
 void register_bandwidth(CLI::App& llm) {
   struct Args {
-    int64_t dim = 768, layers = 12, hidden = 2048, vocab = 32000, tokens = 24, triad_mb = 512;
+    int64_t dim = 768, layers = 12, hidden = 2048, vocab = 32000, tokens = 8, rounds = 7,
+            triad_mb = 512;
     std::string json;
   };
   auto a = std::make_shared<Args>();
@@ -441,7 +442,10 @@ void register_bandwidth(CLI::App& llm) {
   cmd->add_option("--layers", a->layers, "layers")->capture_default_str();
   cmd->add_option("--hidden", a->hidden, "SwiGLU width")->capture_default_str();
   cmd->add_option("--vocab", a->vocab, "vocabulary")->capture_default_str();
-  cmd->add_option("--tokens", a->tokens, "decoded tokens timed")->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "decoded tokens timed per round")->capture_default_str();
+  cmd->add_option("--rounds", a->rounds, "alternating decode and triad rounds (best kept)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--triad-mb", a->triad_mb, "size of each triad array in MB")
       ->capture_default_str();
   tessera::cli::add_json_option(cmd, a->json);
@@ -453,7 +457,7 @@ void register_bandwidth(CLI::App& llm) {
     c.n_kv_heads = a->dim / 64;
     c.hidden_dim = a->hidden;
     c.vocab_size = a->vocab;
-    c.max_seq_len = a->tokens + 8;
+    c.max_seq_len = a->tokens * a->rounds + 8;
     c.tie_embeddings = false;
     models::Llama model(c);
     models::LlamaEngine engine(model);
@@ -462,19 +466,32 @@ void register_bandwidth(CLI::App& llm) {
     std::vector<float> logits;
     int64_t tok = 1;
     engine.forward(&tok, 1, logits);  // warm-up (page faults)
-    const tessera::Timer timer;
-    for (int64_t i = 1; i < a->tokens; ++i) {
-      engine.forward(&tok, 1, logits);
-      tok = models::argmax_row(logits.data(), c.vocab_size);
+    // The machine's bandwidth drifts (shared hosts), so decode and triad alternate, round by
+    // round, and each keeps its best round as STREAM does; the median of the per-round ratios is
+    // printed beside the ratio of the bests.
+    double best_decode = 0.0, best_triad = 0.0;
+    std::vector<double> ratios;
+    for (int64_t round = 0; round < a->rounds; ++round) {
+      const tessera::Timer timer;
+      for (int64_t i = 0; i < a->tokens; ++i) {
+        engine.forward(&tok, 1, logits);
+        tok = models::argmax_row(logits.data(), c.vocab_size);
+      }
+      const double decode = bytes * static_cast<double>(a->tokens) / timer.elapsed_s();
+      const double triad = models::stream_triad_bandwidth(a->triad_mb * 262144, 1);
+      best_decode = std::max(best_decode, decode);
+      best_triad = std::max(best_triad, triad);
+      ratios.push_back(decode / triad);
     }
-    const double decode_bw = bytes * static_cast<double>(a->tokens - 1) / timer.elapsed_s();
-    const double triad = models::stream_triad_bandwidth(a->triad_mb * 262144, 5);
+    std::sort(ratios.begin(), ratios.end());
+    const double median_ratio = ratios[ratios.size() / 2];
     Table t({"params", "weights MB", "threads", "decode tok/s", "decode GB/s", "triad GB/s",
-             "decode / triad"});
+             "decode / triad", "median round ratio"});
     t.add_row({std::to_string(c.n_params()), fmt::format("{:.0f}", bytes / 1e6),
-               std::to_string(at::get_num_threads()), fmt::format("{:.2f}", decode_bw / bytes),
-               fmt::format("{:.2f}", decode_bw / 1e9), fmt::format("{:.2f}", triad / 1e9),
-               fmt::format("{:.1f}%", 100.0 * decode_bw / triad)});
+               std::to_string(at::get_num_threads()), fmt::format("{:.2f}", best_decode / bytes),
+               fmt::format("{:.2f}", best_decode / 1e9), fmt::format("{:.2f}", best_triad / 1e9),
+               fmt::format("{:.1f}%", 100.0 * best_decode / best_triad),
+               fmt::format("{:.1f}%", 100.0 * median_ratio)});
     std::cout << t.to_string();
     tessera::Report report("llm bandwidth", c.to_json(), 0);
     report.results() = t.to_json();

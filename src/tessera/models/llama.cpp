@@ -5,7 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <memory>
+#include <unordered_set>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "tessera/core/error.h"
 #include "tessera/core/timer.h"
@@ -211,6 +218,40 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaImpl::named_weights() co
   return out;
 }
 
+void LlamaImpl::move_weights_to_huge_pages() {
+#ifdef __linux__
+  if (in_huge_pages_) return;
+  constexpr size_t kHuge = size_t{2} << 20;
+  auto round_up = [](size_t n, size_t a) { return (n + a - 1) / a * a; };
+  std::vector<torch::Tensor> weights;
+  std::unordered_set<const void*> seen;  // tied embeddings appear once
+  size_t total = 0;
+  for (auto& [name, w] : named_weights()) {
+    if (!w.is_contiguous() || w.scalar_type() != torch::kFloat32 ||
+        !seen.insert(w.data_ptr()).second)
+      continue;
+    weights.push_back(w);
+    total += round_up(w.nbytes(), 64);
+  }
+  const size_t size = round_up(std::max<size_t>(total, 1), kHuge);
+  void* raw = std::aligned_alloc(kHuge, size);
+  TESSERA_CHECK(raw != nullptr, "llama: cannot allocate {} bytes for the weights", size);
+  madvise(raw, size, MADV_HUGEPAGE);  // advice only: without THP the arena still works
+  const std::shared_ptr<void> arena(raw, std::free);
+  torch::NoGradGuard no_grad;
+  size_t offset = 0;
+  for (auto& w : weights) {
+    // Every view keeps the arena alive through its deleter.
+    torch::Tensor view = torch::from_blob(
+        static_cast<char*>(raw) + offset, w.sizes(), [arena](void*) {}, torch::kFloat32);
+    view.copy_(w);
+    w.set_data(view);
+    offset += round_up(w.nbytes(), 64);
+  }
+  in_huge_pages_ = true;
+#endif
+}
+
 torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens) {
   TESSERA_CHECK(tokens.dim() == 2, "llama forward: tokens must be [B, T], got {} dims",
                 tokens.dim());
@@ -298,8 +339,9 @@ void rope_row(float* v, const float* cos, const float* sin, int64_t hd, RopeStyl
 
 }  // namespace
 
-LlamaEngine::LlamaEngine(const Llama& model)
-    : model_(model), config_(model->config()), capacity_(model->config().max_seq_len) {
+LlamaEngine::LlamaEngine(Llama model)
+    : model_(std::move(model)), config_(model_->config()), capacity_(config_.max_seq_len) {
+  model_->move_weights_to_huge_pages();
   kv_width_ = config_.n_kv_heads * config_.resolved_head_dim();
   k_cache_.assign(config_.n_layers, std::vector<float>(capacity_ * kv_width_));
   v_cache_.assign(config_.n_layers, std::vector<float>(capacity_ * kv_width_));
