@@ -1,7 +1,9 @@
 // `tessera llm ...`: train a small Llama on a domain corpus, collect Jacobi trajectories, distill
 // a consistency LLM (CLLM), generate with AR or Jacobi decoding, benchmark AR vs Jacobi per
 // domain, measure decode memory bandwidth against a STREAM triad, and the tour row.
+#include <algorithm>
 #include <iostream>
+#include <limits>
 
 #include "cli.h"
 #include "tessera/core/error.h"
@@ -107,27 +109,41 @@ struct SpeedRow {
   }
 };
 
-// Decodes every prompt; compares with `reference` outputs when given.
-SpeedRow measure(models::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
-                 jacobi::DecoderKind kind, jacobi::DecodeOptions o,
-                 const std::vector<std::vector<int64_t>>* reference) {
-  models::LlamaEngine engine(model);
-  SpeedRow row;
-  double seconds = 0;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    o.seed += 1;
-    auto r = jacobi::decode(engine, prompts[i], kind, o);
-    seconds += r.stats.wall_seconds;
-    row.n_tokens += r.stats.n_generated;
-    row.n_forwards += r.stats.n_forwards;
-    row.n_fast_forwarded += r.stats.n_fast_forwarded;
-    row.n_stationary += r.stats.n_stationary;
-    if (reference != nullptr && (*reference)[i] != r.tokens) row.identical = false;
-    row.outputs.push_back(std::move(r.tokens));
-  }
+struct SpeedPair {
+  SpeedRow ar, jacobi;
+};
+
+void add_run(SpeedRow& row, double& seconds, jacobi::DecodeResult&& r) {
+  seconds += r.stats.wall_seconds;
+  row.n_tokens += r.stats.n_generated;
+  row.n_forwards += r.stats.n_forwards;
+  row.n_fast_forwarded += r.stats.n_fast_forwarded;
+  row.n_stationary += r.stats.n_stationary;
+  row.outputs.push_back(std::move(r.tokens));
+}
+
+void finish_row(SpeedRow& row, double seconds) {
   row.tokens_per_second = seconds > 0 ? static_cast<double>(row.n_tokens) / seconds : 0;
   row.tpf = row.n_forwards > 0 ? static_cast<double>(row.n_tokens) / row.n_forwards : 0;
-  return row;
+}
+
+// Greedy AR and Jacobi on every prompt. They alternate prompt by prompt on one engine, so a
+// drift in the machine's speed hits both alike; Jacobi's output is compared token for token.
+SpeedPair measure(models::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
+                  jacobi::DecodeOptions o) {
+  models::LlamaEngine engine(model);
+  SpeedPair p;
+  double ar_seconds = 0, jacobi_seconds = 0;
+  for (const auto& prompt : prompts) {
+    o.seed += 1;
+    add_run(p.ar, ar_seconds, jacobi::decode(engine, prompt, jacobi::DecoderKind::kAr, o));
+    add_run(p.jacobi, jacobi_seconds,
+            jacobi::decode(engine, prompt, jacobi::DecoderKind::kJacobi, o));
+    if (p.jacobi.outputs.back() != p.ar.outputs.back()) p.jacobi.identical = false;
+  }
+  finish_row(p.ar, ar_seconds);
+  finish_row(p.jacobi, jacobi_seconds);
+  return p;
 }
 
 struct BenchConfig {
@@ -147,11 +163,12 @@ DomainBench bench_domain(models::LlmBundle& base, models::LlmBundle& distilled,
   o.max_new_tokens = cfg.max_new;
   o.eos_id = base.tokenizer.special_id(jacobi::kEosToken);
   auto prompts = test_prompts(base, corpus, cfg.n_prompts);
-  r.ar_base = measure(base.model, prompts, jacobi::DecoderKind::kAr, o, nullptr);
-  r.jacobi_base = measure(base.model, prompts, jacobi::DecoderKind::kJacobi, o, &r.ar_base.outputs);
-  r.ar_distilled = measure(distilled.model, prompts, jacobi::DecoderKind::kAr, o, nullptr);
-  r.jacobi_distilled =
-      measure(distilled.model, prompts, jacobi::DecoderKind::kJacobi, o, &r.ar_distilled.outputs);
+  SpeedPair b = measure(base.model, prompts, o);
+  SpeedPair d = measure(distilled.model, prompts, o);
+  r.ar_base = std::move(b.ar);
+  r.jacobi_base = std::move(b.jacobi);
+  r.ar_distilled = std::move(d.ar);
+  r.jacobi_distilled = std::move(d.jacobi);
   r.quality_base = quality(base, corpus, cfg.max_new);
   r.quality_distilled = quality(distilled, corpus, cfg.max_new);
   return r;
@@ -457,7 +474,7 @@ void register_bandwidth(CLI::App& llm) {
     c.n_kv_heads = a->dim / 64;
     c.hidden_dim = a->hidden;
     c.vocab_size = a->vocab;
-    c.max_seq_len = a->tokens * a->rounds + 8;
+    c.max_seq_len = a->tokens * a->rounds + 32;  // + room for the 16-token forwards
     c.tie_embeddings = false;
     models::Llama model(c);
     models::LlamaEngine engine(model);
@@ -493,8 +510,31 @@ void register_bandwidth(CLI::App& llm) {
                fmt::format("{:.1f}%", 100.0 * best_decode / best_triad),
                fmt::format("{:.1f}%", 100.0 * median_ratio)});
     std::cout << t.to_string();
+    // What an n-token forward (one Jacobi iteration) costs against a 1-token one (one AR step),
+    // at the same cache length: Jacobi with block n beats AR only when its TPF exceeds this ratio.
+    const int64_t start = engine.n_past();
+    auto forward_seconds = [&](int64_t n) {
+      std::vector<int64_t> block(n, 1);
+      double best = std::numeric_limits<double>::infinity();
+      for (int rep = 0; rep < 5; ++rep) {
+        engine.truncate(start);
+        const tessera::Timer timer;
+        engine.forward(block, logits);
+        best = std::min(best, timer.elapsed_s());
+      }
+      return best;
+    };
+    const double one = forward_seconds(1);
+    Table cost({"tokens per forward n", "ms per forward", "cost vs 1 token (break-even TPF)"});
+    for (const int64_t n : {1, 2, 4, 8, 16}) {
+      const double sec = n == 1 ? one : forward_seconds(n);
+      cost.add_row(
+          {std::to_string(n), fmt::format("{:.3f}", 1e3 * sec), fmt::format("{:.2f}", sec / one)});
+    }
+    std::cout << cost.to_string();
     tessera::Report report("llm bandwidth", c.to_json(), 0);
-    report.results() = t.to_json();
+    report.results()["bandwidth"] = t.to_json();
+    report.results()["forward_cost"] = cost.to_json();
     report.write(a->json);
   });
 }

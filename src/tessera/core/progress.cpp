@@ -17,7 +17,10 @@ ProgressBar::ProgressBar(std::string label, int64_t total)
     : label_(std::move(label)),
       total_(std::max<int64_t>(total, 1)),
       t_start_us_(now_us()),
-      enabled_(enabled()) {}
+      enabled_(enabled()),
+      log_lines_(!enabled_ && !log::quiet()) {
+  t_last_draw_us_ = t_start_us_;
+}
 
 ProgressBar::~ProgressBar() { finish(); }
 
@@ -37,8 +40,16 @@ void ProgressBar::finish() {
 }
 
 void ProgressBar::draw(bool force) {
-  if (!enabled_) return;
   const int64_t t = now_us();
+  if (log_lines_) {
+    if (t - t_last_draw_us_ < 30000000) return;
+    t_last_draw_us_ = t;
+    const double elapsed = static_cast<double>(t - t_start_us_) * 1e-6;
+    const double eta = elapsed * static_cast<double>(total_ - done_) / std::max<int64_t>(done_, 1);
+    log::info("{} {}/{} {:.0f}s<{:.0f}s {}", label_, done_, total_, elapsed, eta, postfix_);
+    return;
+  }
+  if (!enabled_) return;
   if (!force && t - t_last_draw_us_ < 100000) return;
   t_last_draw_us_ = t;
   constexpr int kWidth = 30;

@@ -1,4 +1,5 @@
-// A progress bar on stderr, drawn only when stderr is a terminal and quiet mode is off.
+// Progress on stderr: a bar redrawn in place on a terminal, a log line every 30 s otherwise (so
+// that long runs under nohup or CI show progress); nothing in quiet mode.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +8,7 @@
 namespace tessera {
 
 /// ProgressBar bar("train", n_steps); bar.update(); ... bar.finish();
-/// Redraws at most ten times a second; prints nothing at all when not on a terminal.
+/// Redraws at most ten times a second on a terminal; elsewhere logs a line every 30 seconds.
 class ProgressBar {
  public:
   ProgressBar(std::string label, int64_t total);
@@ -32,7 +33,8 @@ class ProgressBar {
   int64_t t_start_us_;
   int64_t t_last_draw_us_ = 0;
   bool finished_ = false;
-  bool enabled_;
+  bool enabled_;    ///< bar on a terminal
+  bool log_lines_;  ///< periodic log lines (not a terminal, not quiet)
 };
 
 }  // namespace tessera

@@ -36,28 +36,49 @@ float dot_scalar(const float* x, const float* w, int64_t n) {
 }
 
 #ifdef TESSERA_HAVE_X86
+// Eight accumulators reduced at once with the lane tree of sum_lanes: hadd forms (l0+l1), (l2+l3),
+// ..., a second hadd the quarter sums, and the final add joins the two 128-bit halves, so
+// result[i] == sum_lanes(v[i]) bit for bit (float addition is commutative).
+__attribute__((target("avx2,fma"))) inline __m256 reduce8(const __m256* v) {
+  const __m256 g0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 g1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
+}
+
 // R weight rows x G input rows per call; R*G accumulators stay in registers.
 template <int R, int G>
 __attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx, const float* w,
                                                     int64_t ldw, int64_t n_in, float* y,
                                                     int64_t ldy, const float* bias) {
-  __m256 acc[R][G];
-  for (int r = 0; r < R; ++r)
-    for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_ps();
+  __m256 acc[R * G];  // acc[r * G + g]
+  for (int i = 0; i < R * G; ++i) acc[i] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= n_in; k += 8) {
     __m256 xv[G];
     for (int g = 0; g < G; ++g) xv[g] = _mm256_loadu_ps(x + g * ldx + k);
     for (int r = 0; r < R; ++r) {
       const __m256 wv = _mm256_loadu_ps(w + r * ldw + k);
-      for (int g = 0; g < G; ++g) acc[r][g] = _mm256_fmadd_ps(wv, xv[g], acc[r][g]);
+      for (int g = 0; g < G; ++g) acc[r * G + g] = _mm256_fmadd_ps(wv, xv[g], acc[r * G + g]);
+    }
+  }
+  alignas(32) float sums[R * G];
+  if constexpr (R * G == 8) {
+    const __m256 s = reduce8(acc);
+    if (G == 1 && k == n_in) {  // 8 outputs of one input row, contiguous in y: one store
+      _mm256_storeu_ps(y, bias != nullptr ? _mm256_add_ps(s, _mm256_loadu_ps(bias)) : s);
+      return;
+    }
+    _mm256_store_ps(sums, s);
+  } else {
+    for (int i = 0; i < R * G; ++i) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc[i]);
+      sums[i] = sum_lanes(lanes);
     }
   }
   for (int r = 0; r < R; ++r) {
     for (int g = 0; g < G; ++g) {
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, acc[r][g]);
-      float s = sum_lanes(lanes);
+      float s = sums[r * G + g];
       for (int64_t kk = k; kk < n_in; ++kk) s = std::fma(w[r * ldw + kk], x[g * ldx + kk], s);
       if (bias != nullptr) s += bias[r];
       y[g * ldy + r] = s;
@@ -65,35 +86,32 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx,
   }
 }
 
-// Columns [j0, j1) for all rows: weight-row pairs outer so they stay in L1 while the (few) input
-// rows stream from L2; groups of 4 input rows share each weight load.
+// Columns [j0, j1) for all rows. Blocks of 8 weight rows are read from memory once and reused
+// from L1 by every input row: groups of 4 input rows share each weight load (2x4 kernel), the
+// other 1-3 rows use the 8x1 kernel. So an n-token forward streams the weights once, like a
+// 1-token one.
 void block_avx2(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, const float* w,
                 int64_t ldw, float* y, int64_t ldy, const float* bias, int64_t j0, int64_t j1) {
-  const int64_t n_groups = n_rows / 4;
-  if (n_groups > 0) {
-    int64_t j = j0;
-    for (; j + 2 <= j1; j += 2) {
-      for (int64_t gi = 0; gi < n_groups; ++gi) {
-        micro_avx2<2, 4>(x + gi * 4 * ldx, ldx, w + j * ldw, ldw, n_in, y + gi * 4 * ldy + j, ldy,
-                         bias ? bias + j : nullptr);
+  const int64_t n4 = n_rows / 4 * 4;
+  auto b = [bias](int64_t j) { return bias != nullptr ? bias + j : nullptr; };
+  int64_t j = j0;
+  for (; j + 8 <= j1; j += 8) {
+    for (int64_t r = 0; r < 8; r += 2) {
+      for (int64_t t = 0; t < n4; t += 4) {
+        micro_avx2<2, 4>(x + t * ldx, ldx, w + (j + r) * ldw, ldw, n_in, y + t * ldy + j + r, ldy,
+                         b(j + r));
       }
     }
-    for (; j < j1; ++j) {
-      for (int64_t gi = 0; gi < n_groups; ++gi) {
-        micro_avx2<1, 4>(x + gi * 4 * ldx, ldx, w + j * ldw, ldw, n_in, y + gi * 4 * ldy + j, ldy,
-                         bias ? bias + j : nullptr);
-      }
+    for (int64_t t = n4; t < n_rows; ++t) {
+      micro_avx2<8, 1>(x + t * ldx, ldx, w + j * ldw, ldw, n_in, y + t * ldy + j, ldy, b(j));
     }
   }
-  for (int64_t t = n_groups * 4; t < n_rows; ++t) {
-    int64_t j = j0;
-    for (; j + 8 <= j1; j += 8) {
-      micro_avx2<8, 1>(x + t * ldx, ldx, w + j * ldw, ldw, n_in, y + t * ldy + j, ldy,
-                       bias ? bias + j : nullptr);
+  for (; j < j1; ++j) {
+    for (int64_t t = 0; t < n4; t += 4) {
+      micro_avx2<1, 4>(x + t * ldx, ldx, w + j * ldw, ldw, n_in, y + t * ldy + j, ldy, b(j));
     }
-    for (; j < j1; ++j) {
-      micro_avx2<1, 1>(x + t * ldx, ldx, w + j * ldw, ldw, n_in, y + t * ldy + j, ldy,
-                       bias ? bias + j : nullptr);
+    for (int64_t t = n4; t < n_rows; ++t) {
+      micro_avx2<1, 1>(x + t * ldx, ldx, w + j * ldw, ldw, n_in, y + t * ldy + j, ldy, b(j));
     }
   }
 }
