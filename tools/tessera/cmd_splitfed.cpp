@@ -356,6 +356,7 @@ void register_server(CLI::App* sfl) {
   auto json = std::make_shared<std::string>();
   auto tls_cert = std::make_shared<std::string>();
   auto tls_key = std::make_shared<std::string>();
+  auto from = std::make_shared<std::string>();
   auto* cmd = sfl->add_subcommand("server", "gRPC SFL server; clients join with `sfl client`");
   add_run_flags(cmd, *flags);
   cmd->add_option("--listen", *listen, "host:port to listen on")->capture_default_str();
@@ -372,6 +373,10 @@ void register_server(CLI::App* sfl) {
   cmd->add_option("--out", *out, "saved run at the end")->capture_default_str();
   cmd->add_option("--tls-cert", *tls_cert, "PEM certificate chain: serve over TLS only");
   cmd->add_option("--tls-key", *tls_key, "PEM private key of --tls-cert");
+  cmd->add_option("--from", *from,
+                  "expert from `sfl pretrain`: ResSFL step B, clients and server start from its "
+                  "feature layers (same --cut and --bottleneck; clients add --defense "
+                  "attacker_aware --defense-decoder conv_normN0C16 --interval 5)");
   tessera::cli::add_json_option(cmd, *json);
   cmd->callback([=] {
     const Data d = load_data(*flags);
@@ -393,6 +398,11 @@ void register_server(CLI::App* sfl) {
     settings.checkpoint_path = *checkpoint;
     settings.resume = *resume;
     settings.test_set = &d.test;
+    if (!from->empty()) {
+      const sf::SavedRun expert = sf::load_run(*from);
+      std::tie(settings.initial_client_state, settings.initial_server_state) =
+          sf::transfer_states(o, expert.options, expert.client, expert.server);
+    }
     tessera::Report report("sfl server", o.to_json(), o.seed);
     const sf::RunResult run = sf::serve_grpc(o, settings, net_options, 2000, [&](int port) {
       tessera::log::info("sfl server listening on port {} for {} clients", port, o.n_clients);
