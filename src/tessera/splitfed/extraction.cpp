@@ -239,14 +239,24 @@ void ModelExtraction::collect_craft(GradientOracle& oracle) {
                           .requires_grad_(true);
     torch::optim::Adam adam({x}, torch::optim::AdamOptions(0.1).amsgrad(true).eps(1e-3));
     const torch::Tensor y = torch::full({n}, c, torch::kInt64);
-    for (int64_t s = 0; s < steps; ++s) {
-      adam.zero_grad();
-      const torch::Tensor z = client_->forward(x);
-      const torch::Tensor g = oracle.query(z.detach(), y);
-      (z * g).sum().backward();  // chain the server's dL/dz through f_c to x
-      adam.step();
-      torch::NoGradGuard no_grad;
-      x.clamp_(0.0, 1.0);  // stay a valid image
+    try {
+      for (int64_t s = 0; s < steps; ++s) {
+        adam.zero_grad();
+        const torch::Tensor z = client_->forward(x);
+        const torch::Tensor g = oracle.query(z.detach(), y);
+        (z * g).sum().backward();  // chain the server's dL/dz through f_c to x
+        adam.step();
+        torch::NoGradGuard no_grad;
+        x.clamp_(0.0, 1.0);  // stay a valid image
+      }
+    } catch (const OracleClosed&) {
+      // Online, the run can end first: the surrogate trains on the images crafted so far
+      // (this class's only partly optimised, later classes none).
+      images.push_back(x.detach().clone());
+      labels.push_back(y);
+      inputs_ = torch::cat(images);
+      input_labels_ = torch::cat(labels);
+      throw;
     }
     images.push_back(x.detach().clone());
     labels.push_back(y);

@@ -58,6 +58,7 @@ nlohmann::json DefenseOptions::to_json() const {
           {"tau", tau},
           {"decoder", decoder},
           {"interval", interval},
+          {"hinge_every_batch", hinge_every_batch},
           {"inner_steps", inner_steps},
           {"decoder_lr", decoder_lr},
           {"strength", effective_strength()},
@@ -154,8 +155,9 @@ bool DefenseStrategy::step(StepContext& context, const torch::Tensor& x, const t
     decoder_optimizer_ = std::make_unique<torch::optim::Adam>(
         decoder_->parameters(), torch::optim::AdamOptions(options_.decoder_lr));
   }
+  const bool adversarial = aware && context.batch % options_.interval == 0;
   // 1. Simulated attacker: max_phi SSIM(g(f_c(x)), x) with f_c frozen (3.2 step 1).
-  if (aware && context.batch % options_.interval == 0) {
+  if (adversarial) {
     decoder_->train();
     torch::Tensor z;
     {
@@ -178,7 +180,7 @@ bool DefenseStrategy::step(StepContext& context, const torch::Tensor& x, const t
   exchange_s = exchange_timer.elapsed_s();
   if (!grad.defined()) return false;
   torch::Tensor loss = (sent * grad).sum();
-  if (aware) {
+  if (adversarial || (aware && options_.hinge_every_batch)) {
     // g is fixed here: its gradients are discarded by the next decoder step's zero_grad.
     decoder_->eval();
     const torch::Tensor reconstruction = decoder_->forward(z);

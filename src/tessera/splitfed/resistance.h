@@ -36,8 +36,12 @@ struct DefenseOptions {
   double tau = 0.5;                       ///< SSIM threshold (ssim_threshold), in [0, 1)
   std::string decoder = "res_normN4C64";  ///< the defender's simulated attacker g_phi
   int64_t interval = 1;                   ///< decoder step every `interval` batches (1 / 5)
-  int64_t inner_steps = 1;                ///< decoder steps each time (gan_adv_step{n})
-  double decoder_lr = 1e-3;               ///< Adam
+  /// RECONSTRUCTED (ResSFL's `optimize_computation`): false applies the SSIM hinge only on the
+  /// batches where the decoder steps, so the whole adversarial part costs 1/interval; true
+  /// applies it on every batch with the decoder of its last update.
+  bool hinge_every_batch = false;
+  int64_t inner_steps = 1;   ///< decoder steps each time (gan_adv_step{n})
+  double decoder_lr = 1e-3;  ///< Adam
   /// Baselines' strength; <= 0 picks the default: laplace epsilon 10 (scale 1/eps), gaussian
   /// epsilon 10 (sigma = sqrt(2 ln(1.25/delta)) / eps), dropout p 0.2, topk ratio 0.6,
   /// nopeek alpha 1.0 (research/sfl.md 3.5, middle of the swept values).
@@ -69,7 +73,8 @@ torch::Tensor distance_correlation(const torch::Tensor& x, const torch::Tensor& 
 
 /// One client's defended SFL step. Attacker-aware training (3.2): every `interval` batches the
 /// client trains its decoder g_phi to maximise SSIM(g(f_c(x)), x) with f_c frozen, then takes
-/// the model step on CE + lambda * max(0, SSIM - tau) with g fixed. The decoder is built at the
+/// the model step on CE + lambda * max(0, SSIM - tau) with g fixed (the other batches are plain
+/// CE steps unless hinge_every_batch). The decoder is built at the
 /// first step from the data's shapes and kept across epochs (not averaged). Also measures the
 /// client's own compute time per step (the exchange with the server excluded).
 class DefenseStrategy : public ClientStrategy {
