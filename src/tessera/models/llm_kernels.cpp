@@ -183,30 +183,29 @@ void matmul_rows_reference(const float* x, int64_t n_rows, int64_t n_in, const f
   }
 }
 
-double stream_triad_bandwidth(int64_t n, int repeats) {
-  std::vector<float> a(n), b(n), c(n);
+StreamTriad::StreamTriad(int64_t n) : a_(n), b_(n), c_(n) {
   // First touch by the same threads and partition as the timed loop.
   at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      a[i] = 0.0f;
-      b[i] = 1.0f;
-      c[i] = 2.0f;
+      a_[i] = 0.0f;
+      b_[i] = 1.0f;
+      c_[i] = 2.0f;
     }
   });
+}
+
+double StreamTriad::run() {
+  const auto n = static_cast<int64_t>(a_.size());
   const float s = 3.0f;
-  double best = 0.0;
-  for (int rep = 0; rep < repeats; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
-      float* pa = a.data();
-      const float* pb = b.data();
-      const float* pc = c.data();
-      for (int64_t i = i0; i < i1; ++i) pa[i] = pb[i] + s * pc[i];
-    });
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 3.0 * 4.0 * static_cast<double>(n) / dt);
-  }
-  return best;
+  float* pa = a_.data();
+  const float* pb = b_.data();
+  const float* pc = c_.data();
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, n, 1 << 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) pa[i] = pb[i] + s * pc[i];
+  });
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 3.0 * 4.0 * static_cast<double>(n) / dt;
 }
 
 }  // namespace tessera::models

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace tessera::models {
 
@@ -26,9 +27,16 @@ float dot_invariant(const float* x, const float* w, int64_t n);
 /// Which matmul_rows kernel this process uses: "avx2-fma" or "scalar". Chosen once at start-up.
 const char* matmul_kernel_name();
 
-/// STREAM-like triad a[i] = b[i] + s * c[i] over three arrays of n floats, split over LibTorch's
-/// threads like matmul_rows. Returns the best of `repeats` runs in bytes per second, counting
-/// 3 arrays x 4 bytes x n per run as STREAM does.
-double stream_triad_bandwidth(int64_t n, int repeats);
+/// STREAM-like triad a[i] = b[i] + s * c[i] over three arrays of n floats (allocated and first
+/// touched once, by the threads that run it), split over LibTorch's threads like matmul_rows.
+class StreamTriad {
+ public:
+  explicit StreamTriad(int64_t n);
+  /// One timed pass, in bytes per second, counting 3 arrays x 4 bytes x n as STREAM does.
+  double run();
+
+ private:
+  std::vector<float> a_, b_, c_;
+};
 
 }  // namespace tessera::models
