@@ -234,6 +234,14 @@ void ModelExtraction::collect_craft(GradientOracle& oracle) {
   TESSERA_CHECK(steps >= 1, "Craft-ME: budget {} is below one query per class", options_.budget);
   const auto& config = model_config_;
   std::vector<torch::Tensor> images, labels;
+  // Online, the run can end first (OracleClosed): the surrogate then trains on the images
+  // crafted so far, the current class's only partly optimised.
+  auto keep = [&](const torch::Tensor& x, const torch::Tensor& y) {
+    images.push_back(x.detach().clone());
+    labels.push_back(y);
+    inputs_ = torch::cat(images);
+    input_labels_ = torch::cat(labels);
+  };
   for (int64_t c = 0; c < n_classes_; ++c) {
     torch::Tensor x = torch::rand({n, config.in_channels, config.image_size, config.image_size})
                           .requires_grad_(true);
@@ -250,19 +258,11 @@ void ModelExtraction::collect_craft(GradientOracle& oracle) {
         x.clamp_(0.0, 1.0);  // stay a valid image
       }
     } catch (const OracleClosed&) {
-      // Online, the run can end first: the surrogate trains on the images crafted so far
-      // (this class's only partly optimised, later classes none).
-      images.push_back(x.detach().clone());
-      labels.push_back(y);
-      inputs_ = torch::cat(images);
-      input_labels_ = torch::cat(labels);
+      keep(x, y);
       throw;
     }
-    images.push_back(x.detach().clone());
-    labels.push_back(y);
+    keep(x, y);
   }
-  inputs_ = torch::cat(images);
-  input_labels_ = torch::cat(labels);
 }
 
 void ModelExtraction::collect_gan(GradientOracle& oracle) {
