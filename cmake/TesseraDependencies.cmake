@@ -16,5 +16,3 @@ endif()
 if(TESSERA_BUILD_BENCH)
   find_package(benchmark REQUIRED)     # libbenchmark-dev
 endif()
-# stb_image_write (libstb-dev) is header-only.
-find_path(STB_INCLUDE_DIR stb/stb_image_write.h REQUIRED)

@@ -11,9 +11,9 @@ action="${1:-build}"
 case "$action" in tour|test|build) ;; *) echo "usage: scripts/setup.sh [tour|test|build]" >&2; exit 2;; esac
 
 packages=(
-  build-essential cmake git pkg-config ccache
+  build-essential cmake git pkg-config ccache clang-format python3
   libtorch-dev libopenblas0-openmp            # tensors; OpenBLAS or matmul is ~15x slower
-  libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev libstb-dev
+  libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev libssl-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist                       # real data: /usr/share/datasets/fashion-mnist

@@ -115,12 +115,13 @@ TEST(Cli, TrainThenEvalRoundTripsThroughTheModelFile) {
   TempDir dir;
   const std::string model = dir.file("m.safetensors");
   auto r =
-      run("train --model vgg11_bn --width-mult 0.125 --epochs 1 --train-subset 512 "
+      run("train --arch vgg11_bn --width-mult 0.125 --epochs 1 --train-subset 512 "
           "--batch-size 64 -o " +
-              model + " --json " + dir.file("train.json"),
+              model + " --json " + dir.file("train.json") + " --svg " + dir.file("train.svg"),
           dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(tessera::file_exists(model));
+  EXPECT_NE(tessera::read_file(dir.file("train.svg")).find(">training loss<"), std::string::npos);
   const auto report = tessera::read_file(dir.file("train.json"));
   for (const char* key : {"\"config\"", "\"seed\"", "\"git_commit\"", "\"machine\"", "\"results\""})
     EXPECT_NE(report.find(key), std::string::npos) << key;
@@ -129,6 +130,25 @@ TEST(Cli, TrainThenEvalRoundTripsThroughTheModelFile) {
   ASSERT_EQ(e.exit_code, 0) << e.err;
   EXPECT_NE(e.out.find("vgg11_bn"), std::string::npos);
   EXPECT_NE(e.out.find("accuracy"), std::string::npos);
+}
+
+// Usage errors exit 2; an output path that cannot be written is refused before any work.
+TEST(Cli, UsageErrorsExitTwoAndBadOutputPathsAreRefusedFirst) {
+  TempDir dir;
+  auto r = run("train --no-such-flag", dir);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  r = run("train --arch resnet20 --epochs 1 -o " + dir.file("missing/m.safetensors"), dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  EXPECT_FALSE(tessera::file_exists(dir.file("missing/m.safetensors")));
+}
+
+TEST(Cli, VersionNamesTheCommit) {
+  TempDir dir;
+  auto r = run("--version", dir);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("tessera ", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("commit"), std::string::npos) << r.out;
 }
 
 }  // namespace

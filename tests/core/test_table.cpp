@@ -51,5 +51,12 @@ TEST(Table, JsonHasOneObjectPerRow) {
   EXPECT_EQ(t.to_json(), expected);
 }
 
+TEST(Percent, FormatsAFractionWithTheGivenDecimals) {
+  EXPECT_EQ(percent(0.93125), "93.12");  // round-half-even of the binary value
+  EXPECT_EQ(percent(1.0), "100.00");
+  EXPECT_EQ(percent(0.5, 0), "50");
+  EXPECT_EQ(percent(0.123456, 3), "12.346");
+}
+
 }  // namespace
 }  // namespace tessera

@@ -12,7 +12,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/seed.h"
 #include "tessera/data/dataset.h"
-#include "tessera/data/sampling.h"
+#include "tessera/core/random.h"
 #include "test_support.h"
 
 namespace {
@@ -52,12 +52,12 @@ Dataset traceable(int64_t n, int64_t num_classes) {
 TEST(Sampling, UniformBelowIsUnbiasedAndShuffleIsAPermutation) {
   std::mt19937_64 rng(5);
   std::vector<int> counts(6, 0);
-  for (int i = 0; i < 60000; ++i) ++counts[tessera::data::uniform_below(rng, 6)];
+  for (int i = 0; i < 60000; ++i) ++counts[tessera::random::uniform_below(rng, 6)];
   // Each bucket expects 10000, sd ~91: 500 is over 5 sd.
   for (int c : counts) EXPECT_NEAR(c, 10000, 500);
   std::vector<int64_t> values(100);
   for (int64_t i = 0; i < 100; ++i) values[static_cast<size_t>(i)] = i;
-  tessera::data::shuffle_indices(values, rng);
+  tessera::random::shuffle(values, rng);
   std::vector<int64_t> sorted = values;
   std::sort(sorted.begin(), sorted.end());
   for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
@@ -100,7 +100,7 @@ TEST(PartitionLabelShards, CoversEveryIndexOnceAndGivesFewLabels) {
   std::vector<int64_t> label_list(1000);
   for (size_t i = 0; i < label_list.size(); ++i) label_list[i] = static_cast<int64_t>(i % 10);
   std::mt19937_64 rng(3);
-  tessera::data::shuffle_indices(label_list, rng);
+  tessera::random::shuffle(label_list, rng);
   const torch::Tensor labels = torch::tensor(label_list, torch::kInt64);
   const auto count_labels = [&](const std::vector<int64_t>& client) {
     std::set<int64_t> distinct;

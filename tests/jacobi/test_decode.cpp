@@ -14,8 +14,8 @@ namespace {
 
 class JacobiDecodeTest : public testing::SeededTest {};
 
-models::LlamaConfig tiny_config(int64_t seed) {
-  models::LlamaConfig c;
+llm::LlamaConfig tiny_config(int64_t seed) {
+  llm::LlamaConfig c;
   c.vocab_size = 16 + seed % 7;
   c.dim = 32;
   c.n_layers = 2;
@@ -23,7 +23,7 @@ models::LlamaConfig tiny_config(int64_t seed) {
   c.n_kv_heads = seed % 2 == 0 ? 2 : 4;
   c.hidden_dim = 48;
   c.max_seq_len = 96;
-  c.rope_style = seed % 3 == 0 ? models::RopeStyle::kGptj : models::RopeStyle::kNeox;
+  c.rope_style = seed % 3 == 0 ? llm::RopeStyle::kGptj : llm::RopeStyle::kNeox;
   c.qkv_bias = seed % 4 == 1;
   c.qk_norm = seed % 5 == 2;
   c.tie_embeddings = seed % 2 == 1;
@@ -32,9 +32,9 @@ models::LlamaConfig tiny_config(int64_t seed) {
 
 // Large random weights give peaked, repetitive greedy output, where Jacobi accepts several
 // tokens per forward; small ones give near-ties, where exactness is hardest.
-models::Llama random_model(int64_t seed, double scale) {
+llm::Llama random_model(int64_t seed, double scale) {
   torch::manual_seed(seed);
-  models::Llama model(tiny_config(seed));
+  llm::Llama model(tiny_config(seed));
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * scale);
   return model;
@@ -52,7 +52,7 @@ TEST_F(JacobiDecodeTest, JacobiOutputEqualsGreedyOverManyModelsAndPrompts) {
   for (int64_t seed = 0; seed < 8; ++seed) {
     for (double scale : {0.05, 1.0}) {
       auto model = random_model(seed, scale);
-      models::LlamaEngine engine(model);
+      llm::LlamaEngine engine(model);
       for (int prompt_i = 0; prompt_i < 3; ++prompt_i) {
         auto prompt = random_prompt(rng, model->config().vocab_size, 1 + rng() % 12);
         DecodeOptions o;
@@ -84,7 +84,7 @@ TEST_F(JacobiDecodeTest, JacobiOutputEqualsGreedyOverManyModelsAndPrompts) {
 
 TEST_F(JacobiDecodeTest, StopsAtEosExactlyLikeGreedy) {
   auto model = random_model(3, 0.05);
-  models::LlamaEngine engine(model);
+  llm::LlamaEngine engine(model);
   std::vector<int64_t> prompt = {1, 2, 3};
   DecodeOptions o;
   o.max_new_tokens = 30;
@@ -102,7 +102,7 @@ TEST_F(JacobiDecodeTest, StopsAtEosExactlyLikeGreedy) {
 
 TEST_F(JacobiDecodeTest, StopsAtTheContextEnd) {
   auto model = random_model(4, 1.0);  // max_seq_len 96
-  models::LlamaEngine engine(model);
+  llm::LlamaEngine engine(model);
   std::vector<int64_t> prompt(90, 1);
   DecodeOptions o;
   o.max_new_tokens = 100;
@@ -114,9 +114,9 @@ TEST_F(JacobiDecodeTest, StopsAtTheContextEnd) {
 }
 
 TEST_F(JacobiDecodeTest, TrainedRepetitiveModelDecodesSeveralTokensPerForward) {
-  models::LlamaConfig c = tiny_config(0);
+  llm::LlamaConfig c = tiny_config(0);
   c.vocab_size = 16;
-  models::Llama model(c);
+  llm::Llama model(c);
   torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-2));
   auto seq = torch::arange(0, 65, torch::kInt64).remainder(10).unsqueeze(0);
   for (int step = 0; step < 80; ++step) {
@@ -127,7 +127,7 @@ TEST_F(JacobiDecodeTest, TrainedRepetitiveModelDecodesSeveralTokensPerForward) {
     loss.backward();
     opt.step();
   }
-  models::LlamaEngine engine(model);
+  llm::LlamaEngine engine(model);
   std::vector<int64_t> prompt = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1};
   DecodeOptions o;
   o.max_new_tokens = 48;
@@ -144,7 +144,7 @@ TEST_F(JacobiDecodeTest, TrainedRepetitiveModelDecodesSeveralTokensPerForward) {
 TEST_F(JacobiDecodeTest, TrajectoriesEndInFixedPointsThatConcatenateToGreedy) {
   for (int64_t seed : {1, 2, 5}) {
     auto model = random_model(seed, 1.0);
-    models::LlamaEngine engine(model);
+    llm::LlamaEngine engine(model);
     std::vector<int64_t> prompt = {3, 1, 4, 1, 5};
     DecodeOptions o;
     o.max_new_tokens = 30;
@@ -166,7 +166,7 @@ TEST_F(JacobiDecodeTest, TrajectoriesEndInFixedPointsThatConcatenateToGreedy) {
 
 TEST_F(JacobiDecodeTest, BadInputThrows) {
   auto model = random_model(0, 0.05);
-  models::LlamaEngine engine(model);
+  llm::LlamaEngine engine(model);
   DecodeOptions o;
   o.block_size = 0;
   EXPECT_THROW(decode_jacobi(engine, {1, 2}, o), tessera::Error);

@@ -49,7 +49,10 @@ TEST_F(JacobiLmTest, SqlCorpusQueriesUseTheirTables) {
     const std::string table = e.target.substr(from + 6, e.target.find(' ', from + 6) - from - 6);
     EXPECT_NE(e.prompt.find(table + "(id"), std::string::npos) << e.prompt << " / " << e.target;
   }
-  EXPECT_THROW(make_corpus("chat", 1, 1, 0), tessera::Error);
+  EXPECT_EQ(c.domain, Domain::kSql);
+  for (const auto d : {Domain::kMath, Domain::kSql, Domain::kCode})
+    EXPECT_EQ(parse_domain(domain_name(d)), d);
+  EXPECT_THROW(parse_domain("chat"), tessera::Error);
 }
 
 TEST_F(JacobiLmTest, CodeCorpusReadsPythonFunctionsWithADisjointSplit) {
@@ -64,8 +67,8 @@ TEST_F(JacobiLmTest, CodeCorpusReadsPythonFunctionsWithADisjointSplit) {
   EXPECT_THROW(make_code_corpus(1, 1, 0, "/nonexistent"), tessera::Error);
 }
 
-models::Llama tiny_model(int64_t vocab) {
-  models::LlamaConfig c;
+llm::Llama tiny_model(int64_t vocab) {
+  llm::LlamaConfig c;
   c.vocab_size = vocab;
   c.dim = 32;
   c.n_layers = 2;
@@ -73,7 +76,7 @@ models::Llama tiny_model(int64_t vocab) {
   c.n_kv_heads = 2;
   c.hidden_dim = 64;
   c.max_seq_len = 64;
-  return models::Llama(c);
+  return llm::Llama(c);
 }
 
 TEST_F(JacobiLmTest, TrainingLowersLossAndPerplexity) {
@@ -146,7 +149,7 @@ TEST_F(JacobiLmTest, DistillationLowersTheConsistencyLoss) {
   std::vector<std::vector<int64_t>> prompts;
   for (int64_t i = 0; i < 6; ++i) prompts.push_back({i, i + 1, (i * 3) % 16});
   auto data = collect_trajectory_dataset(model, prompts, o);
-  for (const std::string loss : {"global", "local"}) {
+  for (const auto loss : {ConsistencyLoss::kGlobal, ConsistencyLoss::kLocal}) {
     auto student = tiny_model(16);
     {
       torch::NoGradGuard no_grad;
@@ -161,15 +164,17 @@ TEST_F(JacobiLmTest, DistillationLowersTheConsistencyLoss) {
     d.loss = loss;
     // The local targets move with the model; with the AR term off, the consistency term alone
     // must fall. The global form is checked with CLLM's weights (AR x10).
-    if (loss == "local") d.ar_weight = 0.0;
+    if (loss == ConsistencyLoss::kLocal) d.ar_weight = 0.0;
     auto r = distill(student, data, d);
-    EXPECT_LT(r.final_consistency, 0.5 * r.first_consistency) << loss;
-    if (loss == "global") {
-      EXPECT_LT(r.final_ar, r.first_ar) << loss;
+    EXPECT_LT(r.final_consistency, 0.5 * r.first_consistency) << consistency_loss_name(loss);
+    if (loss == ConsistencyLoss::kGlobal) {
+      EXPECT_LT(r.final_ar, r.first_ar);
     }
   }
+  EXPECT_EQ(parse_consistency_loss("local"), ConsistencyLoss::kLocal);
+  EXPECT_THROW(parse_consistency_loss("medusa"), tessera::Error);
   DistillOptions bad;
-  bad.loss = "medusa";
+  bad.steps = 0;
   EXPECT_THROW(distill(model, data, bad), tessera::Error);
 }
 

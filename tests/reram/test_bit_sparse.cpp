@@ -42,7 +42,7 @@ TEST_F(ReramBitSparse, ResultIsAFixedPointAndObeysTermsAndPositions) {
     opt.scope = scope;
     const quant::QuantizedTensor q = bit_sparse_quantize("w", w, 8, opt);
     const quant::QuantizedTensor twice = bit_sparse_quantize(q, opt);
-    EXPECT_TRUE(torch::equal(q.values, twice.values)) << to_string(scope);
+    EXPECT_TRUE(torch::equal(q.values, twice.values)) << position_scope_name(scope);
     const torch::Tensor v = q.values.reshape({32, 36});
     const int64_t n_scopes = scope == PositionScope::Row ? 36 : 1;
     for (int64_t s = 0; s < n_scopes; ++s) {
@@ -55,7 +55,7 @@ TEST_F(ReramBitSparse, ResultIsAFixedPointAndObeysTermsAndPositions) {
           positions |= m;
         }
       }
-      EXPECT_LE(__builtin_popcount(positions), 3) << to_string(scope) << " scope " << s;
+      EXPECT_LE(__builtin_popcount(positions), 3) << position_scope_name(scope) << " scope " << s;
     }
   }
 }
@@ -111,7 +111,7 @@ TEST_F(ReramBitSparse, BadOptionsAndGroupsAreErrors) {
   EXPECT_THROW(bit_sparse_quantize(q, opt), Error);
   opt.n_positions = 3;
   EXPECT_THROW(bit_sparse_quantize(q, opt, 4), Error);  // 6 outputs, 4 groups
-  EXPECT_THROW(position_scope_from_string("column"), Error);
+  EXPECT_THROW(parse_position_scope("column"), Error);
 }
 
 }  // namespace

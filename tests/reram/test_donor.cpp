@@ -7,6 +7,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/models/registry.h"
+#include "tessera/reram/bench_donor.h"
 #include "tessera/reram/imagenet.h"
 #include "tessera/reram/sme.h"
 #include "test_support.h"

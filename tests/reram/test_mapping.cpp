@@ -62,9 +62,9 @@ TEST(ReramMapping, ShapeOnlyCountsMatchHandComputedFormulas) {
   for (const Case& c : cases) {
     const HardwareSpec spec = spec_with(c.cell_bits, c.encoding);
     EXPECT_EQ(map_layer(linear(256, 64), nullptr, spec, kBaseline).crossbars, c.baseline)
-        << c.cell_bits << " " << to_string(c.encoding);
+        << c.cell_bits << " " << weight_encoding_name(c.encoding);
     EXPECT_EQ(map_layer(linear(256, 64), nullptr, spec, kSplice).crossbars, c.spliced)
-        << c.cell_bits << " " << to_string(c.encoding);
+        << c.cell_bits << " " << weight_encoding_name(c.encoding);
   }
 }
 

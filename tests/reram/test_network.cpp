@@ -1,12 +1,12 @@
 // Whole networks: ImageNet workloads, per-layer sums equal totals, SME ablation order, a Tessera
-// model through core/workload + core/quant, the SVG writer and workload JSON round trips.
+// model through core/workload + core/quant and workload JSON round trips.
 #include <gtest/gtest.h>
 
 #include "tessera/core/error.h"
 #include "tessera/models/registry.h"
+#include "tessera/reram/bench_donor.h"
 #include "tessera/reram/imagenet.h"
 #include "tessera/reram/sme.h"
-#include "tessera/reram/svg.h"
 #include "test_support.h"
 
 namespace tessera::reram {
@@ -22,7 +22,8 @@ TEST_F(ReramNetwork, ImagenetWorkloadsHaveTorchvisionShapes) {
   EXPECT_EQ(mb2.weighted_layers().size(), 53u);  // 52 convs + classifier
   EXPECT_EQ(mb2.layers.back().in_channels, 1280);
   EXPECT_EQ(mb2.layers[mb2.layers.size() - 2].out_h, 7);
-  EXPECT_THROW(imagenet_workload("resnet101"), Error);
+  EXPECT_THROW(parse_imagenet_network("resnet101"), Error);
+  EXPECT_EQ(imagenet_workload(parse_imagenet_network("mobilenetv2")).model, mb2.model);
 }
 
 TEST_F(ReramNetwork, PerLayerSumsEqualTotalsAndSqueezeNeverAdds) {
@@ -103,22 +104,6 @@ TEST_F(ReramNetwork, WorkloadJsonRoundTripsAndBadShapesFail) {
   const auto uniform =
       quantize_all(mobilenetv2_imagenet(), synthesize_weights(mobilenetv2_imagenet(), {}, 1), 8);
   EXPECT_THROW(map_network(w, uniform, HardwareSpec{}, {}), Error);
-}
-
-TEST_F(ReramNetwork, SvgPlotHasSeriesAndEscapesText) {
-  SvgPlot plot("a < b", "crossbars", "accuracy (%)");
-  plot.set_log_x(true);
-  plot.add_series({"128x128 & 1-bit", {{100, 90.0}, {1000, 91.0}}, true});
-  const std::string svg = plot.render();
-  EXPECT_NE(svg.find("<svg"), std::string::npos);
-  EXPECT_NE(svg.find("<polyline"), std::string::npos);
-  EXPECT_NE(svg.find("a &lt; b"), std::string::npos);
-  EXPECT_NE(svg.find("128x128 &amp; 1-bit"), std::string::npos);
-  SvgPlot bad("t", "x", "y");
-  bad.set_log_x(true);
-  bad.add_series({"s", {{0.0, 1.0}}, false});
-  EXPECT_THROW(bad.render(), Error);
-  EXPECT_THROW(SvgPlot("t", "x", "y").render(), Error);
 }
 
 }  // namespace

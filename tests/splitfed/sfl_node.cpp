@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
     const tessera::data::Dataset test = tessera::data::make_synthetic(30, 1, 8, 3, 2);
     if (mode == "server" && argc == 7) {
       sf::SflOptions options =
-          sf::testing_util::tiny_options(train.size(), std::stoi(argv[4]), "v2");
+          sf::testing_util::tiny_options(train.size(), std::stoi(argv[4]), sf::Ordering::v2);
       options.epochs = std::stoi(argv[5]);
       sf::ServerSettings settings;
       settings.step_timeout_ms = std::stoi(argv[6]);

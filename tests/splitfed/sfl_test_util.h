@@ -20,7 +20,7 @@ inline models::ModelConfig tiny_vgg() {
   return config;
 }
 
-inline SflOptions tiny_options(int64_t n_train, int64_t n_clients, const std::string& ordering) {
+inline SflOptions tiny_options(int64_t n_train, int64_t n_clients, Ordering ordering) {
   SflOptions o;
   o.model = tiny_vgg();
   o.split.cut = 4;

@@ -66,7 +66,7 @@ TEST_F(Extraction, EveryAttackStaysWithinItsBudget) {
   const data::Dataset test = data::make_synthetic(30, 1, 8, 3, 12);
   auto [client, server] = make_split(tiny_vgg(), SplitOptions{4});
   const torch::Tensor target_predictions = predict(client, server, test);
-  for (const std::string attack : {"craft", "gan", "gm", "train", "softtrain"}) {
+  for (const ExtractionAttackKind attack : all_extraction_attacks()) {
     ExtractionOptions options;
     options.attack = attack;
     options.budget = 400;
@@ -75,24 +75,30 @@ TEST_F(Extraction, EveryAttackStaysWithinItsBudget) {
     options.gan_batch = 20;
     options.query_batch = 20;
     options.gan_iterations = 2;
-    ModelExtraction me(options, client, tiny_vgg(), SplitOptions{4}, &attacker);
+    const auto me = make_extraction_attack(options, client, tiny_vgg(), SplitOptions{4}, &attacker);
+    EXPECT_EQ(me->kind(), attack);
     OfflineOracle oracle(server, options.budget);
-    me.collect(oracle);
-    const ExtractionResult r = me.fit(test, target_predictions);
-    EXPECT_LE(r.queries_used, options.budget) << attack;
-    EXPECT_EQ(r.queries_used, oracle.budget().used()) << attack;
-    if (attack != "train") {
-      EXPECT_GT(r.queries_used, 0) << attack;
+    me->collect(oracle);
+    const ExtractionResult r = me->fit(test, target_predictions);
+    const std::string name = extraction_attack_name(attack);
+    EXPECT_EQ(r.attack, attack);
+    EXPECT_LE(r.queries_used, options.budget) << name;
+    EXPECT_EQ(r.queries_used, oracle.budget().used()) << name;
+    if (attack != ExtractionAttackKind::train) {
+      EXPECT_GT(r.queries_used, 0) << name;
     }
+    EXPECT_EQ(parse_extraction_attack(name), attack);
     EXPECT_GE(r.best_accuracy, 0.0);
     EXPECT_LE(r.best_fidelity, 1.0);
   }
+  EXPECT_THROW(parse_extraction_attack("steal"), Error);
   ExtractionOptions bad;
-  bad.attack = "steal";
-  EXPECT_THROW(ModelExtraction(bad, client, tiny_vgg(), SplitOptions{4}, &attacker), Error);
+  bad.budget = -1;
+  EXPECT_THROW(make_extraction_attack(bad, client, tiny_vgg(), SplitOptions{4}, &attacker), Error);
   ExtractionOptions needs_data;
-  needs_data.attack = "train";
-  EXPECT_THROW(ModelExtraction(needs_data, client, tiny_vgg(), SplitOptions{4}, nullptr), Error);
+  needs_data.attack = ExtractionAttackKind::softtrain;
+  EXPECT_THROW(make_extraction_attack(needs_data, client, tiny_vgg(), SplitOptions{4}, nullptr),
+               Error);
 }
 
 TEST_F(Extraction, TrainMeLearnsFromLabelledDataAboveChance) {
@@ -100,26 +106,26 @@ TEST_F(Extraction, TrainMeLearnsFromLabelledDataAboveChance) {
   const data::Dataset test = data::make_synthetic(150, 1, 8, 3, 22);
   auto [client, server] = make_split(tiny_vgg(), SplitOptions{4});
   ExtractionOptions options;
-  options.attack = "train";
+  options.attack = ExtractionAttackKind::train;
   options.surrogate_epochs = 15;
   options.lr = 0.05;
-  ModelExtraction me(options, client, tiny_vgg(), SplitOptions{4}, &attacker);
+  const auto me = make_extraction_attack(options, client, tiny_vgg(), SplitOptions{4}, &attacker);
   OfflineOracle oracle(server, 0);
-  me.collect(oracle);
-  const ExtractionResult r = me.fit(test, predict(client, server, test));
+  me->collect(oracle);
+  const ExtractionResult r = me->fit(test, predict(client, server, test));
   EXPECT_GT(r.best_accuracy, 0.6) << "chance is 1/3";
 }
 
 TEST_F(Extraction, OnlineAttackQueriesThroughTheAttackersSflSteps) {
   const data::Dataset train = data::make_synthetic(48, 1, 8, 3, 31);
   const data::Dataset test = data::make_synthetic(30, 1, 8, 3, 32);
-  SflOptions o = tiny_options(train.size(), 3, "v2");
+  SflOptions o = tiny_options(train.size(), 3, Ordering::v2);
   o.epochs = 2;
   auto oracle = std::make_shared<OnlineOracle>(60);
   std::thread attack_thread;
-  std::unique_ptr<ModelExtraction> me;
+  std::unique_ptr<ExtractionAttack> me;
   ExtractionOptions options;
-  options.attack = "craft";
+  options.attack = ExtractionAttackKind::craft;
   options.budget = 60;
   options.craft_steps = 2;
   options.surrogate_epochs = 1;
@@ -127,7 +133,7 @@ TEST_F(Extraction, OnlineAttackQueriesThroughTheAttackersSflSteps) {
       std::make_shared<OnlineAttackerStrategy>(oracle, /*start_epoch=*/1, [&](const State& state) {
         auto sides = make_split(o.model, o.split);
         load_state(*sides.first, state);
-        me = std::make_unique<ModelExtraction>(options, sides.first, o.model, o.split, nullptr);
+        me = make_extraction_attack(options, sides.first, o.model, o.split, nullptr);
         attack_thread = std::thread([&] {
           me->collect(*oracle);
           oracle->attack_done();

@@ -44,13 +44,14 @@ TEST_F(InversionTest, DecoderRebuildsTheImageShapeAtEveryImageCutAndBottleneck) 
       client->eval();
       const torch::Tensor z = client->forward(torch::rand({2, 1, 32, 32}));
       const std::vector<int64_t> smashed = client->smashed_shape();
-      for (const auto& name : decoder_names()) {
+      for (const auto& spec : decoder_suite()) {
+        const std::string name = decoder_name(spec);
         if (smashed.size() != 3) {
-          EXPECT_THROW(Decoder(name, smashed, std::vector<int64_t>{1, 32, 32}), Error)
+          EXPECT_THROW(Decoder(spec, smashed, std::vector<int64_t>{1, 32, 32}), Error)
               << "cut " << cut;
           continue;
         }
-        Decoder decoder(name, smashed, std::vector<int64_t>{1, 32, 32});
+        Decoder decoder(spec, smashed, std::vector<int64_t>{1, 32, 32});
         decoder->eval();
         const torch::Tensor x = decoder->forward(z);
         ASSERT_EQ(x.sizes(), (std::vector<int64_t>{2, 1, 32, 32}))
@@ -66,11 +67,11 @@ TEST_F(InversionTest, DecoderRebuildsTheImageShapeAtEveryImageCutAndBottleneck) 
 
 TEST_F(InversionTest, DecoderCapacitiesGrowInTheSuiteOrder) {
   int64_t previous = 0;
-  for (const auto& name : decoder_names()) {
-    Decoder decoder(name, std::vector<int64_t>{8, 8, 8}, std::vector<int64_t>{1, 32, 32});
+  for (const auto& spec : decoder_suite()) {
+    Decoder decoder(spec, std::vector<int64_t>{8, 8, 8}, std::vector<int64_t>{1, 32, 32});
     int64_t n = 0;
     for (const auto& p : decoder->parameters()) n += p.numel();
-    EXPECT_GT(n, previous) << name;
+    EXPECT_GT(n, previous) << decoder_name(spec);
     previous = n;
   }
 }
@@ -106,11 +107,11 @@ TEST_F(InversionTest, HingeGradientMatchesFiniteDifferencesAndVanishesBelowTau) 
 TEST_F(InversionTest, SmashedPerturbationsHaveTheirStatedEffect) {
   const torch::Tensor z = torch::rand({16, 8, 8, 8}) + 0.5;  // all positive
   DefenseOptions d;
-  d.name = "dropout";
+  d.kind = DefenseKind::dropout;
   d.strength = 0.25;
   const double zeroed = (smashed_transform(d)(z) == 0).to(torch::kFloat64).mean().item<double>();
   EXPECT_NEAR(zeroed, 0.25, 0.02);
-  d.name = "topk";
+  d.kind = DefenseKind::topk;
   d.strength = 0.6;
   const torch::Tensor pruned = smashed_transform(d)(z);
   const int64_t k = static_cast<int64_t>(std::floor(0.6 * z.numel()));
@@ -119,13 +120,13 @@ TEST_F(InversionTest, SmashedPerturbationsHaveTheirStatedEffect) {
   EXPECT_GE(pruned.max().item<float>(), z.max().item<float>());
   EXPECT_GE(pruned.masked_select(pruned != 0).min().item<float>(),
             std::get<0>(z.flatten().sort())[k - 1].item<float>());
-  d.name = "laplace";
+  d.kind = DefenseKind::laplace;
   d.strength = 10.0;  // scale 0.1, standard deviation sqrt(2) * 0.1
   EXPECT_NEAR((smashed_transform(d)(z) - z).std().item<double>(), std::sqrt(2.0) * 0.1, 0.01);
-  d.name = "gaussian";
+  d.kind = DefenseKind::gaussian;
   EXPECT_NEAR((smashed_transform(d)(z) - z).std().item<double>(),
               std::sqrt(2.0 * std::log(1.25 / 1e-4)) / 10.0, 0.02);
-  d.name = "nopeek";
+  d.kind = DefenseKind::nopeek;
   EXPECT_FALSE(static_cast<bool>(smashed_transform(d)));
 }
 
@@ -146,7 +147,7 @@ TEST_F(InversionTest, TrainingBasedAttackReconstructsAnUndefendedShallowCut) {
   const torch::Tensor images = torch::rand({320, 1, 8, 8});
   auto [client, server] = make_split(tiny_vgg(), SplitOptions{1});
   InversionOptions o;
-  o.decoder = "conv_normN0C16";
+  o.decoder = parse_decoder("conv_normN0C16");
   o.epochs = 40;
   o.batch_size = 16;
   o.lr = 1e-2;
@@ -170,11 +171,11 @@ TEST_F(InversionTest, TrainingBasedAttackReconstructsAnUndefendedShallowCut) {
 TEST_F(InversionTest, AttackerAwareTrainingRunsTheSameOverBothTransports) {
   // One client, so the in-process and gRPC runs are deterministic and must agree exactly.
   const data::Dataset train = data::make_synthetic(48, 1, 8, 3, 1);
-  SflOptions o = testing_util::tiny_options(train.size(), 1, "v2");
+  SflOptions o = testing_util::tiny_options(train.size(), 1, Ordering::v2);
   o.epochs = 1;
   DefenseOptions d;
-  d.name = "attacker_aware";
-  d.decoder = "conv_normN0C16";
+  d.kind = DefenseKind::attacker_aware;
+  d.decoder = parse_decoder("conv_normN0C16");
   d.tau = 0.0;
   d.seed = 4;
   auto local = std::make_shared<DefenseStrategy>(d);
@@ -217,7 +218,7 @@ TEST_F(InversionTest, AttackerAwareTrainingRunsTheSameOverBothTransports) {
 }
 
 TEST_F(InversionTest, TransferKeepsTheExpertButReinitialisesTheClassifier) {
-  SflOptions source = testing_util::tiny_options(10, 1, "v2");
+  SflOptions source = testing_util::tiny_options(10, 1, Ordering::v2);
   SflOptions target = source;
   target.seed = 99;
   auto [client, server] = make_split(source.model, source.split);
@@ -241,7 +242,7 @@ TEST_F(InversionTest, TransferKeepsTheExpertButReinitialisesTheClassifier) {
 
 TEST_F(InversionTest, BadInputIsAClearError) {
   DefenseOptions d;
-  d.name = "attacker_aware";
+  d.kind = DefenseKind::attacker_aware;
   d.lambda = -0.1;
   EXPECT_THROW(d.validate(), Error);
   d.lambda = std::nan("");
@@ -253,25 +254,31 @@ TEST_F(InversionTest, BadInputIsAClearError) {
   EXPECT_THROW(d.validate(), Error);
   d.tau = 0.5;
   EXPECT_NO_THROW(d.validate());
-  d.decoder = "unet";
+  d.decoder.channels = 0;
   EXPECT_THROW(d.validate(), Error);
-  d.decoder = "res_normN4C64";
-  d.name = "homomorphic";
-  EXPECT_THROW(d.validate(), Error);
+  d.decoder = parse_decoder("res_normN4C64");
+  EXPECT_EQ(decoder_name(d.decoder), "res_normN4C64");
+  EXPECT_THROW(parse_decoder("unet"), Error);
+  EXPECT_THROW(parse_defense("homomorphic"), Error);
   try {
-    d.validate();
+    parse_defense("homomorphic");
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("homomorphic"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("attacker_aware"), std::string::npos);
   }
-  d.name = "dropout";
+  for (const DefenseKind kind : all_defenses()) {
+    EXPECT_EQ(parse_defense(defense_name(kind)), kind);
+  }
+  d.kind = DefenseKind::dropout;
   d.strength = 1.5;
   EXPECT_THROW(d.validate(), Error);
-  EXPECT_THROW(DecoderSpec::parse("res_normN4"), Error);
-  EXPECT_THROW(
-      Decoder("conv_normN0C16", std::vector<int64_t>{8, 8, 8}, std::vector<int64_t>{1, 28, 28}),
-      Error);  // 28 / 8 not 2^u
+  EXPECT_THROW(parse_decoder("res_normN4"), Error);
+  EXPECT_THROW(parse_decoder("mlp"), Error);
+  EXPECT_THROW(Decoder(parse_decoder("conv_normN0C16"), std::vector<int64_t>{8, 8, 8},
+                       std::vector<int64_t>{1, 28, 28}),
+               Error);  // 28 / 8 not 2^u
   InversionOptions o;
-  o.decoder = "mlp";
+  o.decoder.depth = 17;
   EXPECT_THROW(o.validate(), Error);
   // A cut that does not exist in the model.
   EXPECT_THROW(make_split(vgg32(), SplitOptions{99}), Error);

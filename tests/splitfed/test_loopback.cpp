@@ -76,7 +76,7 @@ TEST(SflLoopback, GrpcProcessesMatchTheInProcessRun) {
   // The in-process run with the same seed and data as sfl_node.
   const data::Dataset train = data::make_synthetic(48, 1, 8, 3, 1);
   const data::Dataset test = data::make_synthetic(30, 1, 8, 3, 2);
-  SflOptions options = testing_util::tiny_options(train.size(), 3, "v2");
+  SflOptions options = testing_util::tiny_options(train.size(), 3, Ordering::v2);
   options.epochs = 2;
   const RunResult local = run_in_process(options, train, &test);
   double local_sum = 0.0;

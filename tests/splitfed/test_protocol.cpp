@@ -45,7 +45,7 @@ State reference_run(const SflOptions& o, const data::Dataset& train, State* serv
                                                             o.seed * 1000003 + stream));
     }
     for (int64_t b = 0; b < n_batches; ++b) {
-      if (o.ordering == "v1") server_opt->zero_grad();
+      if (o.ordering == Ordering::v1) server_opt->zero_grad();
       for (int64_t k = 0; k < o.n_clients; ++k) {
         torch::Tensor x, y;
         if (!iters[k]->next(x, y)) {
@@ -53,15 +53,15 @@ State reference_run(const SflOptions& o, const data::Dataset& train, State* serv
           iters[k]->next(x, y);
         }
         opts[k]->zero_grad();
-        if (o.ordering == "v2") server_opt->zero_grad();
+        if (o.ordering == Ordering::v2) server_opt->zero_grad();
         const torch::Tensor z = clients[k]->forward(x);
         torch::Tensor zs = z.detach().clone().requires_grad_(true);
         torch::nn::functional::cross_entropy(server->forward(zs), y).backward();
-        if (o.ordering == "v2") server_opt->step();
+        if (o.ordering == Ordering::v2) server_opt->step();
         (z * zs.grad()).sum().backward();
         opts[k]->step();
       }
-      if (o.ordering == "v1") server_opt->step();
+      if (o.ordering == Ordering::v1) server_opt->step();
     }
     std::vector<State> states;
     for (auto& c : clients) states.push_back(get_state(*c));
@@ -85,13 +85,13 @@ class SflProtocol : public testing::SeededTest {};
 
 TEST_F(SflProtocol, V1AndV2MatchTheNaiveReference) {
   const data::Dataset train = tiny_data(48, 1);
-  for (const std::string ordering : {"v2", "v1"}) {
+  for (const Ordering ordering : {Ordering::v2, Ordering::v1}) {
     const SflOptions o = tiny_options(train.size(), 3, ordering);
     const RunResult run = run_in_process(o, train, nullptr);
     State ref_server;
     const State ref_client = reference_run(o, train, &ref_server);
-    expect_states_near(run.client_state, ref_client, ordering + " client");
-    expect_states_near(run.server_state, ref_server, ordering + " server");
+    expect_states_near(run.client_state, ref_client, ordering_name(ordering) + " client");
+    expect_states_near(run.server_state, ref_server, ordering_name(ordering) + " server");
     ASSERT_EQ(run.history.size(), 2u);
     EXPECT_EQ(run.history[0].n_steps, 3 * 2);  // 3 clients x 2 batches of 8 (16 samples each)
   }
@@ -114,7 +114,7 @@ TEST_F(SflProtocol, ServerDropoutDoesNotDependOnOtherDrawsFromTheGenerator) {
   // The server keeps dropout layers (cut 4 of the tiny VGG leaves it the classifier); its masks
   // must come from (seed, epoch, turn) alone, or in-process and gRPC runs differ.
   const data::Dataset train = tiny_data(48, 6);
-  SflOptions o = tiny_options(train.size(), 3, "v2");
+  SflOptions o = tiny_options(train.size(), 3, Ordering::v2);
   o.model.extra = {{"dropout", 0.5}};
   const RunResult plain = run_in_process(o, train, nullptr);
   const RunResult disturbed =
@@ -126,7 +126,7 @@ TEST_F(SflProtocol, ServerDropoutDoesNotDependOnOtherDrawsFromTheGenerator) {
 TEST_F(SflProtocol, OneClientV2EqualsCentralTrainingForOneEpoch) {
   // With K = 1 and one epoch, SFL is plain SGD on the uncut model over the same batches.
   const data::Dataset train = tiny_data(40, 2);
-  SflOptions o = tiny_options(train.size(), 1, "v2");
+  SflOptions o = tiny_options(train.size(), 1, Ordering::v2);
   o.epochs = 1;
   const RunResult run = run_in_process(o, train, nullptr);
   seed_everything(o.seed);
@@ -148,7 +148,7 @@ TEST_F(SflProtocol, OneClientV2EqualsCentralTrainingForOneEpoch) {
 
 TEST_F(SflProtocol, ClientSamplingIsSeededAndSized) {
   const data::Dataset train = tiny_data(60, 3);
-  SflOptions o = tiny_options(train.size(), 5, "v2");
+  SflOptions o = tiny_options(train.size(), 5, Ordering::v2);
   o.sample_ratio = 0.4;
   o.epochs = 3;
   SplitServer server(o, {});
@@ -168,7 +168,7 @@ TEST_F(SflProtocol, ClientSamplingIsSeededAndSized) {
 
 TEST_F(SflProtocol, AKilledClientIsDroppedAndTheRunGoesOnThenItRejoins) {
   const data::Dataset train = tiny_data(48, 4);
-  SflOptions o = tiny_options(train.size(), 3, "v2");
+  SflOptions o = tiny_options(train.size(), 3, Ordering::v2);
   o.epochs = 3;
   ServerSettings settings;
   settings.step_timeout_ms = 300;
@@ -197,7 +197,7 @@ TEST_F(SflProtocol, AKilledClientIsDroppedAndTheRunGoesOnThenItRejoins) {
 
 TEST_F(SflProtocol, ServerKnowsWhenEveryClientWasToldTheRunIsOver) {
   const data::Dataset train = tiny_data(24, 5);
-  SflOptions o = tiny_options(train.size(), 2, "v2");
+  SflOptions o = tiny_options(train.size(), 2, Ordering::v2);
   o.epochs = 1;
   SplitServer server(o, ServerSettings{});
   EXPECT_FALSE(server.wait_all_told_finished(20)) << "nobody has been told yet";
@@ -213,7 +213,7 @@ TEST_F(SflProtocol, ServerKnowsWhenEveryClientWasToldTheRunIsOver) {
 
 TEST_F(SflProtocol, BadMessagesAreRefusedAndTheServerKeepsServing) {
   const data::Dataset train = tiny_data(48, 5);
-  SflOptions o = tiny_options(train.size(), 2, "v2");
+  SflOptions o = tiny_options(train.size(), 2, Ordering::v2);
   o.epochs = 1;
   SplitServer server(o, {});
   auto step = [](torch::Tensor z, torch::Tensor y, int64_t batch = 0) {
@@ -261,7 +261,7 @@ TEST_F(SflProtocol, BadMessagesAreRefusedAndTheServerKeepsServing) {
 TEST_F(SflProtocol, CheckpointResumesWithoutLosingFinishedEpochs) {
   testing::TempDir dir;
   const data::Dataset train = tiny_data(48, 6);
-  const SflOptions o = tiny_options(train.size(), 2, "v2");
+  const SflOptions o = tiny_options(train.size(), 2, Ordering::v2);
   ServerSettings settings;
   settings.checkpoint_path = dir.file("server.ckpt");
   const RunResult run = run_in_process(o, train, nullptr, settings);
@@ -287,7 +287,7 @@ TEST_F(SflProtocol, ResumeContinuesFromTheLastFinishedEpoch) {
   // stopped after its first epoch.)
   testing::TempDir dir;
   const data::Dataset train = tiny_data(48, 8);
-  const SflOptions o = tiny_options(train.size(), 2, "v2");
+  const SflOptions o = tiny_options(train.size(), 2, Ordering::v2);
   const RunResult straight = run_in_process(o, train, nullptr);
   ServerSettings settings;
   settings.checkpoint_path = dir.file("server.ckpt");

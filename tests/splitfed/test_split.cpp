@@ -79,20 +79,22 @@ TEST_F(SplitTest, ServerLayerConventions) {
   // Units: conv1 pool1 conv2 pool2 conv3 conv4 pool3 conv5 conv6 pool4 conv7 conv8 pool5
   // flatten fc1 fc2 fc3 (indices 0..16).
   // "weights": 5 layers = conv7, conv8(+pool5), fc1, fc2, fc3 -> cut 10 (the papers' cutlayer 10).
-  EXPECT_EQ(cut_for_server_layers(model, 5, "weights"), 10);
-  EXPECT_EQ(cut_for_server_layers(model, 3, "weights"), 14);
+  EXPECT_EQ(cut_for_server_layers(model, 5, LayerConvention::weights), 10);
+  EXPECT_EQ(cut_for_server_layers(model, 3, LayerConvention::weights), 14);
   // SFL-MEA's mapping file: cutlayer 5 -> 8 server layers, cutlayer 4 -> 9.
-  EXPECT_EQ(cut_for_server_layers(model, 8, "weights"), 5);
-  EXPECT_EQ(cut_for_server_layers(model, 9, "weights"), 4);
+  EXPECT_EQ(cut_for_server_layers(model, 8, LayerConvention::weights), 5);
+  EXPECT_EQ(cut_for_server_layers(model, 9, LayerConvention::weights), 4);
   // "units": 5 = conv8, pool5, fc1, fc2, fc3 -> cut 11.
-  EXPECT_EQ(cut_for_server_layers(model, 5, "units"), 11);
-  EXPECT_EQ(cut_for_server_layers(model, 6, "units"), 10);
+  EXPECT_EQ(cut_for_server_layers(model, 5, LayerConvention::units), 11);
+  EXPECT_EQ(cut_for_server_layers(model, 6, LayerConvention::units), 10);
   for (int64_t layers = 1; layers <= 10; ++layers) {
     EXPECT_EQ(server_layers_of_cut(model, cut_for_server_layers(model, layers)), layers);
   }
   EXPECT_THROW(cut_for_server_layers(model, 0), Error);
   EXPECT_THROW(cut_for_server_layers(model, 11), Error);  // 8 conv + 3 fc, first conv stays
-  EXPECT_THROW(cut_for_server_layers(model, 3, "pools"), Error);
+  EXPECT_THROW(parse_layer_convention("pools"), Error);
+  EXPECT_EQ(parse_layer_convention(layer_convention_name(LayerConvention::units)),
+            LayerConvention::units);
 }
 
 TEST_F(SplitTest, AverageStatesIsTheUnweightedMeanIncludingIntegerBuffers) {

@@ -110,11 +110,13 @@ TEST_F(SeededTest, FitLearnsSyntheticDataAndReportsEachEpoch) {
   o.augment_pad = 0;
   o.augment_flip = false;
   int calls = 0;
-  auto history = fit(net, train_set, &test_set, o, [&](const EpochStats& s) {
+  TrainHooks hooks;
+  hooks.on_epoch = [&](const EpochStats& s) {
     ++calls;
     EXPECT_EQ(s.epoch, calls);
     return true;
-  });
+  };
+  auto history = fit(net, train_set, &test_set, o, hooks);
   ASSERT_EQ(history.size(), 5u);
   EXPECT_EQ(calls, 5);
   EXPECT_LT(history.back().train_loss, history.front().train_loss);
@@ -127,7 +129,9 @@ TEST_F(SeededTest, FitStopsWhenTheCallbackSaysSo) {
   TrainOptions o;
   o.epochs = 10;
   o.batch_size = 16;
-  auto history = fit(net, train_set, nullptr, o, [](const EpochStats& s) { return s.epoch < 3; });
+  TrainHooks hooks;
+  hooks.on_epoch = [](const EpochStats& s) { return s.epoch < 3; };
+  auto history = fit(net, train_set, nullptr, o, hooks);
   EXPECT_EQ(history.size(), 3u);
   EXPECT_LT(history[0].test_accuracy, 0) << "no test set: test accuracy is marked -1";
 }

@@ -1,6 +1,11 @@
 // Common flag helpers for the subcommands.
 #include "cli.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "tessera/core/error.h"
 #include "tessera/data/dataset.h"
 
 namespace tessera::cli {
@@ -9,6 +14,28 @@ CLI::Option* add_data_option(CLI::App* app, std::string& dir) {
   if (dir.empty()) dir = data::kFashionMnistDir;
   return app->add_option("--data", dir, "Fashion-MNIST directory (IDX files, plain or .gz)")
       ->capture_default_str();
+}
+
+namespace {
+constexpr const char* kDefaultOutputDir = "tessera-out";
+}
+
+std::string default_output(const std::string& name) {
+  return std::string(kDefaultOutputDir) + "/" + name;
+}
+
+void check_writable(const std::vector<std::string>& paths) {
+  for (const auto& path : paths) {
+    if (path.empty()) continue;
+    const auto parent = std::filesystem::path(path).parent_path();
+    const std::string dir = parent.empty() ? "." : parent.string();
+    if (dir == kDefaultOutputDir) std::filesystem::create_directories(dir);  // made on first use
+    TESSERA_CHECK(std::filesystem::is_directory(dir), "output '{}': directory '{}' does not exist",
+                  path, dir);
+    TESSERA_CHECK(::access(dir.c_str(), W_OK) == 0, "output '{}': directory '{}' is not writable",
+                  path, dir);
+    TESSERA_CHECK(!std::filesystem::is_directory(path), "output '{}' is a directory", path);
+  }
 }
 
 }  // namespace tessera::cli

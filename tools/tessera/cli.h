@@ -11,35 +11,38 @@
 #include <string>
 #include <vector>
 
+#include "tessera/core/tour.h"
+#include "tessera/train/cache.h"
+
 namespace tessera::cli {
 
-/// What `tessera tour` hands each system's quick demo.
-struct TourContext {
-  std::string data_dir;  ///< Fashion-MNIST directory (--data)
-  std::string work_dir;  ///< scratch directory for model files and reports of this tour run
-  uint64_t seed = 0;
-};
+using TourContext = tessera::TourContext;
+using TourRow = tessera::TourRow;
 
-/// One row of the tour's closing table: system, what was measured here, the paper's figure.
-struct TourRow {
-  std::string system;
-  std::string measured;
-  std::string paper;
-};
-
-/// The ordered list of tour steps; each system's register_<layer>() adds its own.
+/// What the systems register besides their commands: the ordered tour steps, and the cached
+/// reference models that `tessera models train-reference` builds. Each system's
+/// register_<layer>() adds its own.
 class Tour {
  public:
   using Step = std::function<std::vector<TourRow>(const TourContext&)>;
   void add(std::string name, Step step) { steps_.push_back({std::move(name), std::move(step)}); }
+  void add_references(const std::vector<train::ReferenceModel>& models) {
+    for (const auto& m : models) {
+      bool known = false;
+      for (const auto& r : references_) known = known || r.name == m.name;
+      if (!known) references_.push_back(m);  // systems may share a foundation model
+    }
+  }
   struct Entry {
     std::string name;
     Step step;
   };
   const std::vector<Entry>& steps() const { return steps_; }
+  const std::vector<train::ReferenceModel>& references() const { return references_; }
 
  private:
   std::vector<Entry> steps_;
+  std::vector<train::ReferenceModel> references_;
 };
 
 /// --seed with the documented default.
@@ -52,5 +55,16 @@ inline CLI::Option* add_json_option(CLI::App* app, std::string& path) {
 }
 /// --data DIR for Fashion-MNIST.
 CLI::Option* add_data_option(CLI::App* app, std::string& dir);
+/// --svg FILE: where the command writes its plot (nothing written when empty).
+inline CLI::Option* add_svg_option(CLI::App* app, std::string& path) {
+  return app->add_option("--svg", path, "write the result's curve as an SVG plot");
+}
+
+/// Where a default output goes: `tessera-out/<name>` (git-ignored; check_writable creates the
+/// folder on first use).
+std::string default_output(const std::string& name);
+/// Refuses, before any work starts, an output path whose directory does not exist or is not
+/// writable (so a long run cannot fail at its last step). Empty paths are skipped.
+void check_writable(const std::vector<std::string>& paths);
 
 }  // namespace tessera::cli

@@ -1,6 +1,6 @@
 // tessera: one binary, one subcommand group per system. Global flags: --threads, --quiet,
-// --log-level. This is the only place that catches tessera::Error: it prints one `error:` line
-// and exits non-zero.
+// --log-level, --cache-dir, --version. This is the only place that catches tessera::Error: it
+// prints one `error:` line and exits 1; usage errors (bad flags) exit 2.
 #include <CLI/CLI.hpp>
 
 #include <iostream>
@@ -10,6 +10,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/runtime.h"
+#include "tessera/train/cache.h"
 #include "tour.h"
 
 int main(int argc, char** argv) {
@@ -26,7 +27,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_flag("-q,--quiet", quiet, "only warnings and errors; no progress bars");
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
-  app.set_version_flag("--version", std::string("tessera ") + "0.1.0");
+  std::string cache_dir;
+  app.add_option("--cache-dir", cache_dir,
+                 "model cache directory (default $XDG_CACHE_HOME/tessera/models)");
+  app.set_version_flag("--version", std::string("tessera " TESSERA_VERSION " (commit ") +
+                                        tessera::git_commit() + ")");
 
   tessera::cli::Tour tour;
   register_all_commands(app, tour);
@@ -37,12 +42,14 @@ int main(int argc, char** argv) {
     tessera::log::set_level(log_level);
     if (quiet) tessera::log::set_quiet(true);
     tessera::init_runtime(threads);
+    tessera::train::set_cache_dir(cache_dir);
   });
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // prints help, the version, or the usage error
+    return code == 0 ? 0 : 2;
   } catch (const tessera::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -21,7 +21,7 @@ void add_tour_command(CLI::App& app, Tour& tour) {
     std::string json;
   };
   auto options = std::make_shared<Options>();
-  options->context.work_dir = "tessera-tour";
+  options->context.work_dir = "tessera-out/tour";
   auto* cmd = app.add_subcommand("tour", "run every system's quick demo and print one table");
   add_data_option(cmd, options->context.data_dir);
   add_seed_option(cmd, options->context.seed);

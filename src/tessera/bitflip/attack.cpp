@@ -6,8 +6,8 @@
 #include <limits>
 #include <map>
 
-#include "tessera/bitflip/rng.h"
 #include "tessera/core/error.h"
+#include "tessera/core/random.h"
 
 namespace tessera::bitflip {
 
@@ -24,6 +24,22 @@ double bit_weight(int bit, int bits) {
 }
 
 }  // namespace
+
+AttackMethod parse_attack_method(const std::string& name) {
+  if (name == "pbfa") return AttackMethod::pbfa;
+  if (name == "random") return AttackMethod::random;
+  throw Error(fmt::format("unknown attack method '{}' (expected pbfa or random)", name));
+}
+
+std::string attack_method_name(AttackMethod method) {
+  switch (method) {
+    case AttackMethod::pbfa:
+      return "pbfa";
+    case AttackMethod::random:
+      return "random";
+  }
+  throw Error(fmt::format("invalid attack method {}", static_cast<int>(method)));
+}
 
 nlohmann::json BitFlip::to_json() const {
   nlohmann::json json = {{"layer", layer},
@@ -189,13 +205,13 @@ std::vector<BitFlip> Pbfa::step() {
 
 BitFlip random_flip(QuantizedModel& model, std::mt19937_64& rng) {
   TESSERA_CHECK(!model.weights.empty(), "random_flip: the model has no quantized layers");
-  const size_t layer = static_cast<size_t>(uniform_below(rng, model.weights.size()));
+  const size_t layer = static_cast<size_t>(random::uniform_below(rng, model.weights.size()));
   auto& q = model.weights[layer];
   TESSERA_CHECK(q.numel() > 0, "random_flip: layer '{}' is empty", q.name);
   BitFlip flip;
   flip.layer = q.name;
-  flip.index = static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(q.numel())));
-  flip.bit = static_cast<int>(uniform_below(rng, static_cast<uint64_t>(q.bits)));
+  flip.index = static_cast<int64_t>(random::uniform_below(rng, static_cast<uint64_t>(q.numel())));
+  flip.bit = static_cast<int>(random::uniform_below(rng, static_cast<uint64_t>(q.bits)));
   flip.old_value = value_at(q, flip.index);
   q.flip_bit(flip.index, flip.bit);
   flip.new_value = value_at(q, flip.index);
@@ -237,8 +253,6 @@ void apply_flips(QuantizedModel& model, const std::vector<BitFlip>& flips) {
 AttackResult run_attack(QuantizedModel& model, const torch::Tensor& attack_images,
                         const data::Dataset* eval_set, const AttackOptions& options,
                         const std::function<void(const BitFlip&, double)>& on_flip) {
-  TESSERA_CHECK(options.method == "pbfa" || options.method == "random",
-                "unknown attack method '{}' (expected pbfa or random)", options.method);
   TESSERA_CHECK(options.n_flips >= 0, "number of flips must be >= 0, got {}", options.n_flips);
   AttackResult result;
   auto record = [&](const std::vector<BitFlip>& flips) {
@@ -249,7 +263,7 @@ AttackResult run_attack(QuantizedModel& model, const torch::Tensor& attack_image
       if (on_flip) on_flip(flip, accuracy);
     }
   };
-  if (options.method == "pbfa") {
+  if (options.method == AttackMethod::pbfa) {
     if (options.n_flips == 0) return result;
     Pbfa attack(model, attack_images, options.pbfa);
     while (static_cast<int64_t>(result.flips.size()) < options.n_flips) record(attack.step());

@@ -79,9 +79,16 @@ BitFlip random_flip(QuantizedModel& model, std::mt19937_64& rng);
 /// value differs from the flip's old_value (the flips were recorded on another model).
 void apply_flips(QuantizedModel& model, const std::vector<BitFlip>& flips);
 
+/// Which attack `run_attack` runs: PBFA's gradient-guided search or uniform random flips.
+enum class AttackMethod { pbfa, random };
+
+/// "pbfa" or "random"; throws tessera::Error listing the valid names.
+AttackMethod parse_attack_method(const std::string& name);
+std::string attack_method_name(AttackMethod method);
+
 struct AttackOptions {
-  std::string method = "pbfa";  ///< "pbfa" or "random"
-  int64_t n_flips = 10;         ///< bits to flip
+  AttackMethod method = AttackMethod::pbfa;
+  int64_t n_flips = 10;  ///< bits to flip
   PbfaOptions pbfa;
   uint64_t seed = 0;  ///< random method only
 };

@@ -2,12 +2,11 @@
 #include "tessera/bitflip/experiment.h"
 
 #include <algorithm>
-#include <set>
 
 #include "tessera/bitflip/crc_guard.h"
 #include "tessera/bitflip/guard.h"
-#include "tessera/bitflip/rng.h"
 #include "tessera/core/error.h"
+#include "tessera/core/random.h"
 #include "tessera/core/timer.h"
 
 namespace tessera::bitflip {
@@ -25,34 +24,31 @@ double median(std::vector<double> values) {
 
 torch::Tensor sample_attack_batch(const data::Dataset& pool, int64_t n, uint64_t seed) {
   TESSERA_CHECK(pool.size() > 0, "the attack pool is empty");
-  n = std::min(n, pool.size());
   std::mt19937_64 rng(seed);
-  // A seeded partial Fisher-Yates: the first n of a random permutation of the pool.
-  std::vector<int64_t> order(static_cast<size_t>(pool.size()));
-  for (int64_t i = 0; i < pool.size(); ++i) order[static_cast<size_t>(i)] = i;
-  for (int64_t i = 0; i < n; ++i) {
-    const auto j =
-        i + static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(pool.size() - i)));
-    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
-  }
-  order.resize(static_cast<size_t>(n));
-  return pool.subset(order).images;
+  return pool.subset(random::subset(pool.size(), n, rng)).images;
+}
+
+void TrialOptions::validate() const {
+  TESSERA_CHECK(n_flips >= 1, "trial: n_flips must be >= 1, got {}", n_flips);
+  TESSERA_CHECK(n_defended_flips >= 1 && n_defended_flips <= n_flips,
+                "trial: n_defended_flips must be in [1, n_flips = {}], got {}", n_flips,
+                n_defended_flips);
+  TESSERA_CHECK(n_random_flips >= 0, "trial: n_random_flips must be >= 0, got {}", n_random_flips);
+  TESSERA_CHECK(attack_batch >= 1, "trial: attack_batch must be >= 1, got {}", attack_batch);
+  for (const int64_t g : group_sizes)
+    TESSERA_CHECK(g >= 1, "trial: group_sizes must be >= 1, got {}", g);
 }
 
 TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_pool,
                       const data::Dataset& eval_set, const TrialOptions& options, uint64_t seed) {
-  TESSERA_CHECK(options.n_defended_flips <= options.n_flips,
-                "defended flips ({}) cannot exceed PBFA flips ({})", options.n_defended_flips,
-                options.n_flips);
-  TESSERA_CHECK(options.n_flips >= 1 && options.n_random_flips >= 0 && options.attack_batch >= 1,
-                "trial needs n_flips >= 1, n_random_flips >= 0 and attack_batch >= 1");
+  options.validate();
   Timer timer;
   TrialResult result;
   // PBFA on an unprotected copy.
   {
     QuantizedModel victim = clean.clone();
     AttackOptions attack;
-    attack.method = "pbfa";
+    attack.method = AttackMethod::pbfa;
     attack.n_flips = options.n_flips;
     attack.pbfa = options.pbfa;
     const auto out = run_attack(
@@ -172,18 +168,18 @@ EvasionResult measure_evasion(const QuantizedModel& clean, int64_t group_size, i
     return group_checksum(w.data(), k.data(), static_cast<int64_t>(w.size()), bits).signature();
   };
   while (out.n_trials < n_trials) {
-    const size_t layer = static_cast<size_t>(uniform_below(rng, clean.weights.size()));
+    const size_t layer = static_cast<size_t>(random::uniform_below(rng, clean.weights.size()));
     const auto& q = clean.weights[layer];
     const LayerLayout& layout = radar.layout(layer);
     const int32_t* values = q.values.data_ptr<int32_t>();
     const int64_t n = q.numel();
     if (n < 2) continue;
-    const auto a = static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n)));
+    const auto a = static_cast<int64_t>(random::uniform_below(rng, static_cast<uint64_t>(n)));
     if (values[a] == 0) continue;
     // The partner: a random other weight of the same (strict) sign, found by rejection.
     int64_t b = -1;
     for (int attempt = 0; attempt < 1000 && b < 0; ++attempt) {
-      const auto c = static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n)));
+      const auto c = static_cast<int64_t>(random::uniform_below(rng, static_cast<uint64_t>(n)));
       if (c != a && values[c] != 0 && (values[c] > 0) == (values[a] > 0)) b = c;
     }
     if (b < 0) continue;

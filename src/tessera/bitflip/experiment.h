@@ -23,6 +23,10 @@ struct TrialOptions {
   int check_bits = 2;
   int64_t attack_batch = 128;  ///< PBFA batch drawn from the attack pool
   PbfaOptions pbfa;
+
+  /// Throws tessera::Error naming the first bad field (n_flips < 1, defended flips outside
+  /// [1, n_flips], negative random flips, attack_batch < 1, a group size < 1).
+  void validate() const;
 };
 
 struct RadarOutcome {

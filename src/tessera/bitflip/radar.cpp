@@ -9,9 +9,9 @@
 #include <random>
 
 #include "tessera/bitflip/hmac.h"
-#include "tessera/bitflip/rng.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/random.h"
 #include "tessera/core/safetensors.h"
 
 namespace tessera::bitflip {
@@ -243,10 +243,7 @@ Radar::Radar(const RadarKey& key, RadarOptions options,
     std::mt19937_64 perm_rng = keyed_rng(key.bytes(), "perm\n" + label);
     std::vector<int32_t> permutation(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) permutation[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-    for (int64_t i = n - 1; i > 0; --i) {
-      const auto j = static_cast<int64_t>(uniform_below(perm_rng, static_cast<uint64_t>(i + 1)));
-      std::swap(permutation[static_cast<size_t>(i)], permutation[static_cast<size_t>(j)]);
-    }
+    random::shuffle(permutation, perm_rng);
     layout.order.resize(static_cast<size_t>(n));
     layout.position_of.resize(static_cast<size_t>(n));
     for (int64_t p = 0; p < n; ++p) {
@@ -264,10 +261,7 @@ Radar::Radar(const RadarKey& key, RadarOptions options,
     for (int64_t begin = 0; begin < n; begin += g_size) {
       for (int64_t i = 0; i < g_size; ++i)
         base[static_cast<size_t>(i)] = i < (g_size + 1) / 2 ? 1 : -1;
-      for (int64_t i = g_size - 1; i > 0; --i) {
-        const auto j = static_cast<int64_t>(uniform_below(key_rng, static_cast<uint64_t>(i + 1)));
-        std::swap(base[static_cast<size_t>(i)], base[static_cast<size_t>(j)]);
-      }
+      random::shuffle(base, key_rng);
       const int64_t end = std::min(begin + g_size, n);
       for (int64_t p = begin; p < end; ++p)
         layout.keys[static_cast<size_t>(p)] = base[static_cast<size_t>(p - begin)];

@@ -36,6 +36,14 @@ torch::Tensor gaussian_window(int64_t window, double sigma);
 /// Tiles rows of images into one picture: rows[r]: [N, C, H, W] in [0, 1] (values are clamped),
 /// all of one shape; `pad` pixels of white between tiles. Returns [C, H', W'] float32.
 torch::Tensor grid(const std::vector<torch::Tensor>& rows, int64_t pad = 2);
+/// Text in a 5x7 bitmap font with one blank column between characters: [7, 6 * n - 1] float32,
+/// 1 where there is ink. Letters are drawn as capitals; A-Z, 0-9 and " _-.:%()=/,+?" have
+/// glyphs, any other character is drawn as '?'.
+torch::Tensor render_text(const std::string& text);
+/// grid() with a column on the left holding `labels[r]` (black on white, centred on row r), so
+/// that a picture of reconstructions says which row is which. One label per row.
+torch::Tensor labelled_grid(const std::vector<torch::Tensor>& rows,
+                            const std::vector<std::string>& labels, int64_t pad = 2);
 /// Encodes [C, H, W] (C = 1 grey or C = 3 RGB) float in [0, 1] as an 8-bit PNG (zlib deflate,
 /// filter 0). Returns the file's bytes.
 std::string encode_png(const torch::Tensor& image);

@@ -1,6 +1,8 @@
 // Table rendering.
 #include "tessera/core/table.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <sstream>
 
@@ -47,6 +49,10 @@ nlohmann::json Table::to_json() const {
     rows.push_back(object);
   }
   return rows;
+}
+
+std::string percent(double fraction, int decimals) {
+  return fmt::format("{:.{}f}", 100.0 * fraction, decimals);
 }
 
 }  // namespace tessera

@@ -25,4 +25,7 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
+/// A fraction as a percentage cell: percent(0.9312) == "93.12" (two decimals by default).
+std::string percent(double fraction, int decimals = 2);
+
 }  // namespace tessera

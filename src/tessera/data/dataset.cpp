@@ -7,7 +7,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/seed.h"
-#include "tessera/data/sampling.h"
+#include "tessera/core/random.h"
 
 namespace tessera::data {
 
@@ -29,9 +29,6 @@ void check_well_formed(const Dataset& dataset) {
 }
 
 constexpr double kPi = 3.14159265358979323846;
-
-/// A double in [0, 1) from 53 random bits (portable, unlike std::uniform_real_distribution).
-double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 }  // namespace
 
@@ -112,9 +109,9 @@ torch::Tensor augment(const torch::Tensor& images, int64_t pad, bool flip, std::
   const uint64_t n_offsets = static_cast<uint64_t>(2 * pad + 1);
   for (int64_t b = 0; b < batch; ++b) {
     // Draw order is fixed (row offset, column offset, flip) so that a seed means one thing.
-    const int64_t dy = static_cast<int64_t>(uniform_below(rng, n_offsets));
-    const int64_t dx = static_cast<int64_t>(uniform_below(rng, n_offsets));
-    const bool mirror = flip && uniform_below(rng, 2) == 1;
+    const int64_t dy = static_cast<int64_t>(random::uniform_below(rng, n_offsets));
+    const int64_t dx = static_cast<int64_t>(random::uniform_below(rng, n_offsets));
+    const bool mirror = flip && random::uniform_below(rng, 2) == 1;
     torch::Tensor crop = padded[b].narrow(1, dy, height).narrow(2, dx, width);
     if (mirror) crop = crop.flip({2});
     out[b].copy_(crop);
@@ -148,12 +145,12 @@ Dataset make_synthetic(int64_t n, int64_t channels, int64_t image_size, int64_t 
     const double angle = 2.0 * kPi * static_cast<double>(k) / static_cast<double>(num_classes);
     cx[k][0] = static_cast<float>(side * (0.5 + 0.28 * std::cos(angle)));
     cy[k][0] = static_cast<float>(side * (0.5 + 0.28 * std::sin(angle)));
-    cx[k][1] = static_cast<float>(side * (0.2 + 0.6 * uniform01(class_rng)));
-    cy[k][1] = static_cast<float>(side * (0.2 + 0.6 * uniform01(class_rng)));
+    cx[k][1] = static_cast<float>(side * (0.2 + 0.6 * random::uniform01(class_rng)));
+    cy[k][1] = static_cast<float>(side * (0.2 + 0.6 * random::uniform01(class_rng)));
     for (int64_t b = 0; b < kBlobs; ++b) {
-      sg[k][b] = static_cast<float>(side * (0.07 + 0.06 * uniform01(class_rng)));
+      sg[k][b] = static_cast<float>(side * (0.07 + 0.06 * random::uniform01(class_rng)));
       for (int64_t c = 0; c < channels; ++c) {
-        amp[k][b][c] = static_cast<float>(0.3 + 0.7 * uniform01(class_rng));
+        amp[k][b][c] = static_cast<float>(0.3 + 0.7 * random::uniform01(class_rng));
       }
     }
   }
@@ -162,7 +159,7 @@ Dataset make_synthetic(int64_t n, int64_t channels, int64_t image_size, int64_t 
   std::vector<int64_t> label_list(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) label_list[static_cast<size_t>(i)] = i % num_classes;
   std::mt19937_64 label_rng = make_rng(seed, 0);
-  shuffle_indices(label_list, label_rng);
+  random::shuffle(label_list, label_rng);
   const torch::Tensor labels = index_tensor(label_list);
 
   // Per-sample variation from a private generator, so the global LibTorch seed is untouched.
@@ -218,7 +215,7 @@ int64_t BatchIterator::n_batches() const {
 void BatchIterator::reset() {
   order_.resize(static_cast<size_t>(dataset_.size()));
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<int64_t>(i);
-  if (shuffle_) shuffle_indices(order_, rng_);
+  if (shuffle_) random::shuffle(order_, rng_);
   position_ = 0;
 }
 

@@ -5,7 +5,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/seed.h"
 #include "tessera/data/dataset.h"
-#include "tessera/data/sampling.h"
+#include "tessera/core/random.h"
 
 namespace tessera::data {
 
@@ -15,7 +15,7 @@ std::vector<std::vector<int64_t>> partition_iid(int64_t n, int64_t n_clients, ui
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
   std::mt19937_64 rng = make_rng(seed, 0);
-  shuffle_indices(order, rng);
+  random::shuffle(order, rng);
   // The first n % n_clients clients get one extra sample, so sizes differ by at most one.
   std::vector<std::vector<int64_t>> clients(static_cast<size_t>(n_clients));
   const int64_t base = n / n_clients;
@@ -59,7 +59,7 @@ std::vector<std::vector<int64_t>> partition_label_shards(const torch::Tensor& la
   std::vector<int64_t> shard_order(static_cast<size_t>(n_shards));
   std::iota(shard_order.begin(), shard_order.end(), int64_t{0});
   std::mt19937_64 rng = make_rng(seed, 0);
-  shuffle_indices(shard_order, rng);
+  random::shuffle(shard_order, rng);
   std::vector<std::vector<int64_t>> clients(static_cast<size_t>(n_clients));
   for (int64_t c = 0; c < n_clients; ++c) {
     std::vector<int64_t>& client = clients[static_cast<size_t>(c)];

@@ -9,18 +9,14 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/random.h"
 
 namespace tessera::jacobi {
 
 namespace {
 
-template <typename T>
-const T& pick(std::mt19937_64& rng, const std::vector<T>& v) {
-  return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)];
-}
-int64_t uniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {
-  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
-}
+using random::pick;
+using random::uniform_int;
 
 const std::vector<std::string> kNames = {"Tom",  "Anna", "Ben", "Lily", "Sam", "Mia",
                                          "Jack", "Emma", "Leo", "Zoe",  "Max", "Ella"};
@@ -28,14 +24,15 @@ const std::vector<std::string> kItems = {"apple",   "book", "pencil", "marble", 
                                          "sticker", "card", "egg",    "toy",    "shell"};
 
 Example math_example(std::mt19937_64& rng) {
-  const std::string name = pick(rng, kNames);
-  const std::string item = pick(rng, kItems);
+  const std::string name = pick(kNames, rng);
+  const std::string item = pick(kItems, rng);
   Example e;
   std::string q, s;
   int64_t r = 0;
-  switch (uniform(rng, 0, 4)) {
+  switch (uniform_int(rng, 0, 4)) {
     case 0: {
-      const int64_t a = uniform(rng, 5, 40), b = uniform(rng, 2, 30), c = uniform(rng, 1, a + b);
+      const int64_t a = uniform_int(rng, 5, 40), b = uniform_int(rng, 2, 30),
+                    c = uniform_int(rng, 1, a + b);
       r = a + b - c;
       q = fmt::format(
           "{} has {} {}s. {} buys {} more {}s and then gives away {}. How many {}s does {} have "
@@ -48,7 +45,8 @@ Example math_example(std::mt19937_64& rng) {
       break;
     }
     case 1: {
-      const int64_t a = uniform(rng, 2, 12), b = uniform(rng, 2, 9), c = uniform(rng, 1, a * b);
+      const int64_t a = uniform_int(rng, 2, 12), b = uniform_int(rng, 2, 9),
+                    c = uniform_int(rng, 1, a * b);
       r = a * b - c;
       q = fmt::format("A box holds {} {}s. {} has {} boxes and uses {} {}s. How many {}s are left?",
                       a, item, name, b, c, item, item);
@@ -59,7 +57,8 @@ Example math_example(std::mt19937_64& rng) {
       break;
     }
     case 2: {
-      const int64_t a = uniform(rng, 5, 20), b = uniform(rng, 2, 8), c = uniform(rng, 2, 6);
+      const int64_t a = uniform_int(rng, 5, 20), b = uniform_int(rng, 2, 8),
+                    c = uniform_int(rng, 2, 6);
       r = a * b * c;
       q = fmt::format(
           "{} earns ${} per hour and works {} hours a day. How much does {} earn in {} days?", name,
@@ -70,7 +69,7 @@ Example math_example(std::mt19937_64& rng) {
       break;
     }
     case 3: {
-      const int64_t b = uniform(rng, 2, 9), each = uniform(rng, 2, 12);
+      const int64_t b = uniform_int(rng, 2, 9), each = uniform_int(rng, 2, 12);
       const int64_t a = b * each;
       r = each;
       q = fmt::format(
@@ -81,8 +80,9 @@ Example math_example(std::mt19937_64& rng) {
       break;
     }
     default: {
-      const int64_t a = uniform(rng, 10, 60), b = uniform(rng, 2, 20), c = uniform(rng, 2, 9);
-      const std::string other = pick(rng, kNames);
+      const int64_t a = uniform_int(rng, 10, 60), b = uniform_int(rng, 2, 20),
+                    c = uniform_int(rng, 2, 9);
+      const std::string other = pick(kNames, rng);
       const int64_t d = a - c;
       q = fmt::format(
           "{} has {} {}s. {} has {} more than {}, and {} has {} fewer than {}. How many {}s do "
@@ -128,17 +128,17 @@ std::string schema_text(const TableSpec& t) {
 }
 
 Example sql_example(std::mt19937_64& rng) {
-  const TableSpec& t = pick(rng, kTables);
-  const TableSpec& other = pick(rng, kTables);
+  const TableSpec& t = pick(kTables, rng);
+  const TableSpec& other = pick(kTables, rng);
   std::string tables = schema_text(t);
   if (other.name != t.name) tables += "; " + schema_text(other);
-  const std::string col = pick(rng, t.text_cols);
-  const std::string num = pick(rng, t.num_cols);
-  const std::string text_col = pick(rng, t.text_cols);
-  const std::string value = pick(rng, t.values);
-  const int64_t v = uniform(rng, 1, 99);
+  const std::string col = pick(t.text_cols, rng);
+  const std::string num = pick(t.num_cols, rng);
+  const std::string text_col = pick(t.text_cols, rng);
+  const std::string value = pick(t.values, rng);
+  const int64_t v = uniform_int(rng, 1, 99);
   std::string q, sql;
-  switch (uniform(rng, 0, 7)) {
+  switch (uniform_int(rng, 0, 7)) {
     case 0:
       q = fmt::format("How many {}s are there?", t.name);
       sql = fmt::format("SELECT count(*) FROM {}", t.name);
@@ -221,6 +221,26 @@ std::vector<Example> python_functions(const std::string& source, int64_t max_cha
 
 }  // namespace
 
+Domain parse_domain(const std::string& name) {
+  if (name == "math") return Domain::kMath;
+  if (name == "sql") return Domain::kSql;
+  if (name == "code") return Domain::kCode;
+  TESSERA_CHECK(false, "unknown domain '{}' (expected math, sql or code)", name);
+  return Domain::kMath;
+}
+
+std::string domain_name(Domain domain) {
+  switch (domain) {
+    case Domain::kMath:
+      return "math";
+    case Domain::kSql:
+      return "sql";
+    case Domain::kCode:
+      return "code";
+  }
+  return "?";
+}
+
 std::string extract_math_answer(const std::string& text) {
   const size_t p = text.rfind("####");
   if (p == std::string::npos) return "";
@@ -234,7 +254,7 @@ std::string extract_math_answer(const std::string& text) {
 
 Corpus make_math_corpus(int64_t n_train, int64_t n_test, uint64_t seed) {
   Corpus c;
-  c.domain = "math";
+  c.domain = Domain::kMath;
   std::mt19937_64 rng(seed);
   for (int64_t i = 0; i < n_train; ++i) c.train.push_back(math_example(rng));
   std::mt19937_64 test_rng(seed ^ 0x7e57u);
@@ -244,7 +264,7 @@ Corpus make_math_corpus(int64_t n_train, int64_t n_test, uint64_t seed) {
 
 Corpus make_sql_corpus(int64_t n_train, int64_t n_test, uint64_t seed) {
   Corpus c;
-  c.domain = "sql";
+  c.domain = Domain::kSql;
   std::mt19937_64 rng(seed);
   for (int64_t i = 0; i < n_train; ++i) c.train.push_back(sql_example(rng));
   std::mt19937_64 test_rng(seed ^ 0x7e57u);
@@ -264,7 +284,7 @@ Corpus make_code_corpus(int64_t n_train, int64_t n_test, uint64_t seed, const st
   }
   std::sort(files.begin(), files.end());
   Corpus c;
-  c.domain = "code";
+  c.domain = Domain::kCode;
   std::vector<Example> train, test;
   for (const auto& f : files) {
     const std::string name = fsys::path(f).filename().string();
@@ -277,8 +297,8 @@ Corpus make_code_corpus(int64_t n_train, int64_t n_test, uint64_t seed, const st
   TESSERA_CHECK(!train.empty() && !test.empty(),
                 "code corpus: no usable Python functions found under {}", dir);
   std::mt19937_64 rng(seed);
-  std::shuffle(train.begin(), train.end(), rng);
-  std::shuffle(test.begin(), test.end(), rng);
+  random::shuffle(train, rng);
+  random::shuffle(test, rng);
   if (static_cast<int64_t>(train.size()) > n_train) train.resize(n_train);
   if (static_cast<int64_t>(test.size()) > n_test) test.resize(n_test);
   c.train = std::move(train);
@@ -286,11 +306,16 @@ Corpus make_code_corpus(int64_t n_train, int64_t n_test, uint64_t seed, const st
   return c;
 }
 
-Corpus make_corpus(const std::string& domain, int64_t n_train, int64_t n_test, uint64_t seed) {
-  if (domain == "math") return make_math_corpus(n_train, n_test, seed);
-  if (domain == "sql") return make_sql_corpus(n_train, n_test, seed);
-  if (domain == "code") return make_code_corpus(n_train, n_test, seed);
-  TESSERA_CHECK(false, "unknown domain '{}' (expected math, sql or code)", domain);
+Corpus make_corpus(Domain domain, int64_t n_train, int64_t n_test, uint64_t seed) {
+  switch (domain) {
+    case Domain::kMath:
+      return make_math_corpus(n_train, n_test, seed);
+    case Domain::kSql:
+      return make_sql_corpus(n_train, n_test, seed);
+    case Domain::kCode:
+      return make_code_corpus(n_train, n_test, seed);
+  }
+  TESSERA_CHECK(false, "unknown domain");
   return {};
 }
 

@@ -13,6 +13,11 @@ namespace tessera::jacobi {
 /// Where Debian's python3.11 package puts the standard library sources.
 constexpr const char* kPythonStdlibDir = "/usr/lib/python3.11";
 
+/// The three corpora.
+enum class Domain { kMath, kSql, kCode };
+Domain parse_domain(const std::string& name);  ///< "math", "sql", "code"; throws on another name
+std::string domain_name(Domain domain);
+
 struct Example {
   std::string prompt;  ///< what the model is given
   std::string target;  ///< the reference continuation (EOS not included)
@@ -20,7 +25,7 @@ struct Example {
 };
 
 struct Corpus {
-  std::string domain;  ///< "math", "sql" or "code"
+  Domain domain = Domain::kMath;
   std::vector<Example> train, test;
 };
 
@@ -32,8 +37,8 @@ Corpus make_sql_corpus(int64_t n_train, int64_t n_test, uint64_t seed);
 /// 0 mod 10 form the test split. Throws if `dir` has no usable Python files.
 Corpus make_code_corpus(int64_t n_train, int64_t n_test, uint64_t seed,
                         const std::string& dir = kPythonStdlibDir, int64_t max_chars = 480);
-/// Dispatch on "math", "sql", "code"; throws on another name.
-Corpus make_corpus(const std::string& domain, int64_t n_train, int64_t n_test, uint64_t seed);
+/// Dispatch on the domain (code reads kPythonStdlibDir).
+Corpus make_corpus(Domain domain, int64_t n_train, int64_t n_test, uint64_t seed);
 
 /// The number after the last "####" in a math solution ("" if none).
 std::string extract_math_answer(const std::string& text);

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "tessera/core/error.h"
+#include "tessera/core/random.h"
 #include "tessera/core/timer.h"
 
 namespace tessera::jacobi {
@@ -88,8 +89,7 @@ class Guesser {
         }
       }
     }
-    std::uniform_int_distribution<size_t> pick(0, history.size() - 1);
-    for (; filled < count; ++filled) out.push_back(history[pick(rng_)]);
+    for (; filled < count; ++filled) out.push_back(random::pick(history, rng_));
   }
 
  private:
@@ -99,7 +99,7 @@ class Guesser {
 
 // Shared state of one decode: limits, committed tokens, statistics.
 struct Session {
-  Session(models::LlamaEngine& e, const std::vector<int64_t>& p, const DecodeOptions& o)
+  Session(llm::LlamaEngine& e, const std::vector<int64_t>& p, const DecodeOptions& o)
       : engine(e), prompt(p), options(o), guesser(o) {
     options.validate();
     TESSERA_CHECK(!prompt.empty(), "decode: the prompt is empty");
@@ -120,7 +120,7 @@ struct Session {
     engine.reset();
     if (limit <= 0) return false;
     run(prompt.data(), static_cast<int64_t>(prompt.size()), 1);
-    return !commit(models::argmax_row(logits.data(), engine.vocab_size()));
+    return !commit(llm::argmax_row(logits.data(), engine.vocab_size()));
   }
 
   void run(const int64_t* tokens, int64_t n, int64_t n_logits = -1) {
@@ -130,7 +130,7 @@ struct Session {
   }
 
   int64_t greedy(int64_t row) const {
-    return models::argmax_row(logits.data() + row * engine.vocab_size(), engine.vocab_size());
+    return llm::argmax_row(logits.data() + row * engine.vocab_size(), engine.vocab_size());
   }
 
   // Returns true when decoding is finished (EOS or the length limit).
@@ -148,7 +148,7 @@ struct Session {
     return std::move(result);
   }
 
-  models::LlamaEngine& engine;
+  llm::LlamaEngine& engine;
   const std::vector<int64_t>& prompt;
   DecodeOptions options;
   Guesser guesser;
@@ -160,7 +160,7 @@ struct Session {
 };
 
 // Both Jacobi forms: `shrink` selects CLLM's shrinking block, else the fixed window.
-DecodeResult jacobi_impl(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
+DecodeResult jacobi_impl(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt,
                          const DecodeOptions& options, bool shrink) {
   Session s(engine, prompt, options);
   if (!s.start()) return s.finish();
@@ -215,7 +215,7 @@ DecodeResult jacobi_impl(models::LlamaEngine& engine, const std::vector<int64_t>
 
 }  // namespace
 
-DecodeResult decode_greedy(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
+DecodeResult decode_greedy(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt,
                            const DecodeOptions& options) {
   Session s(engine, prompt, options);
   if (!s.start()) return s.finish();
@@ -227,18 +227,18 @@ DecodeResult decode_greedy(models::LlamaEngine& engine, const std::vector<int64_
   return s.finish();
 }
 
-DecodeResult decode_jacobi(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
+DecodeResult decode_jacobi(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt,
                            const DecodeOptions& options) {
   return jacobi_impl(engine, prompt, options, /*shrink=*/true);
 }
 
-DecodeResult decode_jacobi_window(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
+DecodeResult decode_jacobi_window(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt,
                                   const DecodeOptions& options) {
   return jacobi_impl(engine, prompt, options, /*shrink=*/false);
 }
 
-DecodeResult decode(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
-                    DecoderKind kind, const DecodeOptions& options) {
+DecodeResult decode(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt, DecoderKind kind,
+                    const DecodeOptions& options) {
   switch (kind) {
     case DecoderKind::kAr:
       return decode_greedy(engine, prompt, options);
@@ -251,7 +251,7 @@ DecodeResult decode(models::LlamaEngine& engine, const std::vector<int64_t>& pro
   return {};
 }
 
-std::vector<JacobiTrajectory> collect_trajectories(models::LlamaEngine& engine,
+std::vector<JacobiTrajectory> collect_trajectories(llm::LlamaEngine& engine,
                                                    const std::vector<int64_t>& prompt,
                                                    const DecodeOptions& options) {
   Session s(engine, prompt, options);
@@ -267,9 +267,8 @@ std::vector<JacobiTrajectory> collect_trajectories(models::LlamaEngine& engine,
     const int64_t n = std::min(options.block_size, s.limit - generated);
     JacobiTrajectory traj;
     traj.prompt = s.history;
-    std::uniform_int_distribution<size_t> pick(0, s.history.size() - 1);
     std::vector<int64_t> state(n);
-    for (auto& t : state) t = s.history[pick(rng)];
+    for (auto& t : state) t = random::pick(s.history, rng);
     traj.states.push_back(state);
     const int64_t base = engine.n_past();
     while (true) {

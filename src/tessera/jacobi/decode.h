@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tessera/models/llama.h"
+#include "tessera/llm/llama.h"
 
 namespace tessera::jacobi {
 
@@ -67,13 +67,13 @@ struct DecodeResult {
 
 /// Decodes from `prompt` (non-empty, shorter than the engine's context). The engine's cache is
 /// reset first. At most min(max_new_tokens, context - prompt length) tokens are generated.
-DecodeResult decode(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
-                    DecoderKind kind, const DecodeOptions& options);
-DecodeResult decode_greedy(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
+DecodeResult decode(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt, DecoderKind kind,
+                    const DecodeOptions& options);
+DecodeResult decode_greedy(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt,
                            const DecodeOptions& options);
-DecodeResult decode_jacobi(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
+DecodeResult decode_jacobi(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt,
                            const DecodeOptions& options);
-DecodeResult decode_jacobi_window(models::LlamaEngine& engine, const std::vector<int64_t>& prompt,
+DecodeResult decode_jacobi_window(llm::LlamaEngine& engine, const std::vector<int64_t>& prompt,
                                   const DecodeOptions& options);
 
 /// One block's Jacobi trajectory as CLLM's trajectory collection records it (section 2.1):
@@ -87,7 +87,7 @@ struct JacobiTrajectory {
 /// each iteration, prompt cached), as the teacher does when collecting trajectories, until EOS,
 /// max_new_tokens or the context end. Returns one trajectory per block; the concatenated fixed
 /// points equal the greedy output (up to the final block's tail past EOS / max length).
-std::vector<JacobiTrajectory> collect_trajectories(models::LlamaEngine& engine,
+std::vector<JacobiTrajectory> collect_trajectories(llm::LlamaEngine& engine,
                                                    const std::vector<int64_t>& prompt,
                                                    const DecodeOptions& options);
 

@@ -9,13 +9,14 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/progress.h"
+#include "tessera/core/random.h"
 #include "tessera/core/timer.h"
+#include "tessera/train/train.h"
 
 namespace tessera::jacobi {
 
 std::vector<TokenizedExample> tokenize_examples(const std::vector<Example>& examples,
-                                                const models::Tokenizer& tokenizer,
-                                                int64_t max_len) {
+                                                const llm::Tokenizer& tokenizer, int64_t max_len) {
   const int64_t eos = tokenizer.special_id(kEosToken);
   std::vector<TokenizedExample> out;
   for (const auto& e : examples) {
@@ -37,13 +38,51 @@ void LmTrainOptions::validate() const {
                 "train: label smoothing must be in [0, 1), got {}", label_smoothing);
 }
 
+ConsistencyLoss parse_consistency_loss(const std::string& name) {
+  if (name == "global") return ConsistencyLoss::kGlobal;
+  if (name == "local") return ConsistencyLoss::kLocal;
+  TESSERA_CHECK(false, "unknown consistency loss '{}' (expected global or local)", name);
+  return ConsistencyLoss::kGlobal;
+}
+
+std::string consistency_loss_name(ConsistencyLoss loss) {
+  return loss == ConsistencyLoss::kGlobal ? "global" : "local";
+}
+
 void DistillOptions::validate() const {
   TESSERA_CHECK(steps > 0, "distill: steps must be positive, got {}", steps);
   TESSERA_CHECK(batch_size > 0, "distill: batch size must be positive, got {}", batch_size);
   TESSERA_CHECK(lr > 0, "distill: lr must be positive, got {}", lr);
   TESSERA_CHECK(ar_weight >= 0, "distill: AR weight must be >= 0, got {}", ar_weight);
-  TESSERA_CHECK(loss == "global" || loss == "local",
-                "distill: unknown consistency loss '{}' (expected global or local)", loss);
+}
+
+nlohmann::json DistillOptions::to_json() const {
+  return {{"steps", steps},
+          {"batch_size", batch_size},
+          {"lr", lr},
+          {"warmup_steps", warmup_steps},
+          {"ar_weight", ar_weight},
+          {"label_smoothing", label_smoothing},
+          {"loss", consistency_loss_name(loss)},
+          {"max_seconds", max_seconds},
+          {"seed", seed}};
+}
+
+Table DistillResult::table() const {
+  Table t({"steps", "consistency first", "consistency final", "AR first", "AR final", "seconds"});
+  t.add_row({std::to_string(steps), fmt::format("{:.4f}", first_consistency),
+             fmt::format("{:.4f}", final_consistency), fmt::format("{:.4f}", first_ar),
+             fmt::format("{:.4f}", final_ar), fmt::format("{:.1f}", seconds)});
+  return t;
+}
+
+nlohmann::json DistillResult::to_json() const {
+  return {{"steps", steps},
+          {"first_consistency", first_consistency},
+          {"final_consistency", final_consistency},
+          {"first_ar", first_ar},
+          {"final_ar", final_ar},
+          {"seconds", seconds}};
 }
 
 namespace {
@@ -79,70 +118,64 @@ torch::Tensor masked_ce(const torch::Tensor& logits, const torch::Tensor& target
   return (loss * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
-double schedule(int64_t step, int64_t steps, int64_t warmup, double lr, double min_ratio) {
-  if (step < warmup) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  const double t = static_cast<double>(step - warmup) / std::max<int64_t>(1, steps - warmup);
-  return lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + std::cos(M_PI * t)));
+// Mean of [b, e) (0 for an empty range): the first / last 20 losses of a run.
+double mean(std::vector<double>::const_iterator b, std::vector<double>::const_iterator e) {
+  return std::accumulate(b, e, 0.0) / static_cast<double>(std::max<ptrdiff_t>(1, e - b));
 }
 
-void set_lr(torch::optim::AdamW& opt, double lr) {
-  for (auto& group : opt.param_groups()) {
-    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-  }
+// The optimizer side of both trainings: AdamW (betas 0.9, 0.95), linear warm-up, cosine decay to
+// lr * min_lr_ratio, gradient norm clipped to 1, an optional wall-time budget.
+train::TrainOptions adamw_steps(int64_t steps, double lr, int64_t warmup_steps, double min_lr_ratio,
+                                double weight_decay, double max_seconds, const std::string& label) {
+  train::TrainOptions o;
+  o.optimizer = "adamw";
+  o.beta2 = 0.95;
+  o.steps = steps;
+  o.lr = lr;
+  o.schedule = "cosine";
+  o.warmup_steps = warmup_steps;
+  o.min_lr_ratio = min_lr_ratio;
+  o.weight_decay = weight_decay;
+  o.clip_grad_norm = 1.0;
+  o.max_seconds = max_seconds;
+  o.progress_label = label;
+  return o;
 }
 
 }  // namespace
 
-LmTrainResult train_lm(models::Llama& model, const std::vector<TokenizedExample>& data,
+LmTrainResult train_lm(llm::Llama& model, const std::vector<TokenizedExample>& data,
                        const LmTrainOptions& options) {
   options.validate();
   TESSERA_CHECK(!data.empty(), "train: no training examples");
-  const Timer timer;
-  model->train();
-  torch::optim::AdamW opt(
-      model->parameters(),
-      torch::optim::AdamWOptions(options.lr).betas({0.9, 0.95}).weight_decay(options.weight_decay));
   std::mt19937_64 rng(options.seed);
-  std::uniform_int_distribution<size_t> pick(0, data.size() - 1);
+  const train::StepRunResult run = train::run_steps(
+      *model,
+      adamw_steps(options.steps, options.lr, options.warmup_steps, options.min_lr_ratio,
+                  options.weight_decay, options.max_seconds, options.progress_label),
+      [&](int64_t) {
+        std::vector<std::vector<int64_t>> seqs;
+        for (int64_t b = 0; b < options.batch_size; ++b) {
+          const auto& e = random::pick(data, rng);
+          std::vector<int64_t> s = e.prompt;
+          s.insert(s.end(), e.target.begin(), e.target.end());
+          seqs.push_back(std::move(s));
+        }
+        auto batch = make_batch(seqs);
+        return masked_ce(model->forward(batch.input), batch.target, batch.mask,
+                         options.label_smoothing);
+      });
   LmTrainResult result;
-  std::vector<double> losses;
-  ProgressBar bar(options.progress_label, options.steps);
-  for (int64_t step = 0; step < options.steps; ++step) {
-    if (options.max_seconds > 0 && timer.elapsed_s() > options.max_seconds) break;
-    set_lr(opt,
-           schedule(step, options.steps, options.warmup_steps, options.lr, options.min_lr_ratio));
-    std::vector<std::vector<int64_t>> seqs;
-    for (int64_t b = 0; b < options.batch_size; ++b) {
-      const auto& e = data[pick(rng)];
-      std::vector<int64_t> s = e.prompt;
-      s.insert(s.end(), e.target.begin(), e.target.end());
-      seqs.push_back(std::move(s));
-    }
-    auto batch = make_batch(seqs);
-    auto loss =
-        masked_ce(model->forward(batch.input), batch.target, batch.mask, options.label_smoothing);
-    opt.zero_grad();
-    loss.backward();
-    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
-    opt.step();
-    losses.push_back(loss.item<double>());
-    result.steps = step + 1;
-    bar.set_postfix(fmt::format("loss {:.3f}", losses.back()));
-    bar.update();
-  }
-  bar.finish();
-  auto mean = [](auto b, auto e) {
-    return std::accumulate(b, e, 0.0) / std::max<ptrdiff_t>(1, e - b);
-  };
+  result.steps = run.steps;
+  const std::vector<double>& losses = run.losses;
   const size_t k = std::min<size_t>(20, losses.size());
   result.first_loss = mean(losses.begin(), losses.begin() + k);
   result.final_loss = mean(losses.end() - k, losses.end());
-  result.seconds = timer.elapsed_s();
-  model->eval();
+  result.seconds = run.seconds;
   return result;
 }
 
-double target_perplexity(models::Llama& model, const std::vector<TokenizedExample>& data) {
+double target_perplexity(llm::Llama& model, const std::vector<TokenizedExample>& data) {
   TESSERA_CHECK(!data.empty(), "perplexity: no examples");
   torch::NoGradGuard no_grad;
   double nll = 0.0;
@@ -164,10 +197,10 @@ double target_perplexity(models::Llama& model, const std::vector<TokenizedExampl
 // ---- trajectories -----------------------------------------------------------------------------
 
 std::vector<JacobiTrajectory> collect_trajectory_dataset(
-    models::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
+    llm::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
     const TrajectoryOptions& options, int64_t* n_dropped) {
   options.decode.validate();
-  models::LlamaEngine engine(model);
+  llm::LlamaEngine engine(model);
   std::mt19937_64 rng(options.decode.seed ^ 0xa06u);
   std::vector<JacobiTrajectory> out;
   int64_t dropped = 0;
@@ -209,9 +242,8 @@ std::vector<JacobiTrajectory> collect_trajectory_dataset(
           }
           if (wrong.size() < 3) continue;
           auto state = t.states[j];
-          std::uniform_int_distribution<size_t> pick(1, wrong.size() - 1);
           for (size_t k = 0; k < wrong.size() / 2; ++k) {
-            const int64_t i = wrong[pick(rng)];
+            const int64_t i = wrong[1 + random::uniform_below(rng, wrong.size() - 1)];
             state[i] = fixed[i];
           }
           extra.push_back(std::move(state));
@@ -258,7 +290,7 @@ std::vector<JacobiTrajectory> trajectories_from_json(const nlohmann::json& json)
 
 // ---- distillation -----------------------------------------------------------------------------
 
-DistillResult distill(models::Llama& model, const std::vector<JacobiTrajectory>& data,
+DistillResult distill(llm::Llama& model, const std::vector<JacobiTrajectory>& data,
                       const DistillOptions& options) {
   options.validate();
   const int64_t max_len = model->config().max_seq_len;
@@ -273,111 +305,98 @@ DistillResult distill(models::Llama& model, const std::vector<JacobiTrajectory>&
     if (static_cast<int64_t>(t.prompt.size() + t.states[0].size()) <= max_len) usable.push_back(&t);
   }
   TESSERA_CHECK(!usable.empty(), "distill: no trajectory fits the context length {}", max_len);
-  const Timer timer;
-  model->train();
-  torch::optim::AdamW opt(
-      model->parameters(),
-      torch::optim::AdamWOptions(options.lr).betas({0.9, 0.95}).weight_decay(0.0));
   std::mt19937_64 rng(options.seed);
-  std::uniform_int_distribution<size_t> pick(0, usable.size() - 1);
-  DistillResult result;
   std::vector<double> cons, ars;
-  ProgressBar bar("distill", options.steps);
-  for (int64_t step = 0; step < options.steps; ++step) {
-    if (options.max_seconds > 0 && timer.elapsed_s() > options.max_seconds) break;
-    set_lr(opt, schedule(step, options.steps, options.warmup_steps, options.lr, 0.1));
-    std::vector<std::vector<int64_t>> student, teacher, ar;
-    std::vector<std::pair<int64_t, int64_t>> spans;  // per row: [first, end) of loss positions
-    for (int64_t b = 0; b < options.batch_size; ++b) {
-      const auto& t = *usable[pick(rng)];
-      const auto& fixed = t.states.back();
-      const int64_t P = static_cast<int64_t>(t.prompt.size());
-      const int64_t n = static_cast<int64_t>(fixed.size());
-      std::vector<int64_t> a = t.prompt;
-      a.insert(a.end(), fixed.begin(), fixed.end());
-      ar.push_back(a);
-      if (t.states.size() < 2) continue;
-      const size_t j = std::uniform_int_distribution<size_t>(0, t.states.size() - 2)(rng);
-      const auto& y = t.states[j];
-      const auto& target = options.loss == "global" ? fixed : t.states[j + 1];
-      int64_t d = 0;
-      while (d < n && y[d] == target[d]) ++d;
-      if (d >= n - 1) continue;  // identical contexts everywhere: nothing to learn
-      std::vector<int64_t> s = t.prompt, u = t.prompt;
-      s.insert(s.end(), y.begin(), y.end());
-      u.insert(u.end(), target.begin(), target.end());
-      student.push_back(std::move(s));
-      teacher.push_back(std::move(u));
-      // The logit at sequence position P-1+i predicts state token i from state tokens < i;
-      // positions i > d see different contexts (section 2.2's mask).
-      spans.emplace_back(P - 1 + d + 1, P - 1 + n);
-    }
-    auto ar_batch = make_batch(ar);
-    auto ar_loss = masked_ce(model->forward(ar_batch.input), ar_batch.target, ar_batch.mask,
-                             options.label_smoothing);
-    torch::Tensor cons_loss = torch::zeros({});
-    if (!student.empty()) {
-      auto sb = make_batch(student);
-      auto tb = make_batch(teacher);
-      auto mask = torch::zeros_like(sb.mask);
-      for (size_t r = 0; r < spans.size(); ++r)
-        mask[r].narrow(0, spans[r].first, spans[r].second - spans[r].first).fill_(1.0);
-      torch::Tensor t_logp;
-      {
-        torch::NoGradGuard no_grad;
-        t_logp = torch::log_softmax(model->forward(tb.input), -1);
-      }
-      auto s_logp = torch::log_softmax(model->forward(sb.input), -1);
-      // Forward KL(teacher || student); the teacher is detached (theta^-).
-      auto kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1);
-      cons_loss = (kl * mask).sum() / mask.sum().clamp_min(1.0);
-    }
-    auto loss = cons_loss + options.ar_weight * ar_loss;
-    opt.zero_grad();
-    loss.backward();
-    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
-    opt.step();
-    cons.push_back(cons_loss.item<double>());
-    ars.push_back(ar_loss.item<double>());
-    result.steps = step + 1;
-    bar.set_postfix(fmt::format("kl {:.3f} ar {:.3f}", cons.back(), ars.back()));
-    bar.update();
-  }
-  bar.finish();
-  auto mean = [](auto b, auto e) {
-    return std::accumulate(b, e, 0.0) / std::max<ptrdiff_t>(1, e - b);
-  };
+  const train::StepRunResult run = train::run_steps(
+      *model,
+      adamw_steps(options.steps, options.lr, options.warmup_steps, /*min_lr_ratio=*/0.1,
+                  /*weight_decay=*/0.0, options.max_seconds, "distill"),
+      [&](int64_t) {
+        std::vector<std::vector<int64_t>> student, teacher, ar;
+        std::vector<std::pair<int64_t, int64_t>> spans;  // per row: [first, end) of loss positions
+        for (int64_t b = 0; b < options.batch_size; ++b) {
+          const auto& t = *random::pick(usable, rng);
+          const auto& fixed = t.states.back();
+          const int64_t P = static_cast<int64_t>(t.prompt.size());
+          const int64_t n = static_cast<int64_t>(fixed.size());
+          std::vector<int64_t> a = t.prompt;
+          a.insert(a.end(), fixed.begin(), fixed.end());
+          ar.push_back(a);
+          if (t.states.size() < 2) continue;
+          const size_t j = random::uniform_below(rng, t.states.size() - 1);
+          const auto& y = t.states[j];
+          const auto& target = options.loss == ConsistencyLoss::kGlobal ? fixed : t.states[j + 1];
+          int64_t d = 0;
+          while (d < n && y[d] == target[d]) ++d;
+          if (d >= n - 1) continue;  // identical contexts everywhere: nothing to learn
+          std::vector<int64_t> s = t.prompt, u = t.prompt;
+          s.insert(s.end(), y.begin(), y.end());
+          u.insert(u.end(), target.begin(), target.end());
+          student.push_back(std::move(s));
+          teacher.push_back(std::move(u));
+          // The logit at sequence position P-1+i predicts state token i from state tokens < i;
+          // positions i > d see different contexts (section 2.2's mask).
+          spans.emplace_back(P - 1 + d + 1, P - 1 + n);
+        }
+        auto ar_batch = make_batch(ar);
+        auto ar_loss = masked_ce(model->forward(ar_batch.input), ar_batch.target, ar_batch.mask,
+                                 options.label_smoothing);
+        torch::Tensor cons_loss = torch::zeros({});
+        if (!student.empty()) {
+          auto sb = make_batch(student);
+          auto tb = make_batch(teacher);
+          auto mask = torch::zeros_like(sb.mask);
+          for (size_t r = 0; r < spans.size(); ++r)
+            mask[r].narrow(0, spans[r].first, spans[r].second - spans[r].first).fill_(1.0);
+          torch::Tensor t_logp;
+          {
+            torch::NoGradGuard no_grad;
+            t_logp = torch::log_softmax(model->forward(tb.input), -1);
+          }
+          auto s_logp = torch::log_softmax(model->forward(sb.input), -1);
+          // Forward KL(teacher || student); the teacher is detached (theta^-).
+          auto kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1);
+          cons_loss = (kl * mask).sum() / mask.sum().clamp_min(1.0);
+        }
+        cons.push_back(cons_loss.item<double>());
+        ars.push_back(ar_loss.item<double>());
+        return cons_loss + options.ar_weight * ar_loss;
+      });
+  DistillResult result;
+  result.steps = run.steps;
   const size_t k = std::min<size_t>(20, cons.size());
   result.first_consistency = mean(cons.begin(), cons.begin() + k);
   result.final_consistency = mean(cons.end() - k, cons.end());
   result.first_ar = mean(ars.begin(), ars.begin() + k);
   result.final_ar = mean(ars.end() - k, ars.end());
-  result.seconds = timer.elapsed_s();
-  model->eval();
+  result.seconds = run.seconds;
   return result;
 }
 
 // ---- quality ------------------------------------------------------------------------------
 
-double greedy_quality(models::Llama& model, const models::Tokenizer& tokenizer,
-                      const std::vector<Example>& test, const std::string& domain,
-                      int64_t max_new_tokens) {
-  TESSERA_CHECK(domain == "math" || domain == "sql",
-                "greedy quality is defined for math and sql, not '{}'", domain);
+double greedy_quality(llm::Llama& model, const llm::Tokenizer& tokenizer,
+                      const std::vector<Example>& test, Domain domain, int64_t max_new_tokens) {
+  TESSERA_CHECK(domain == Domain::kMath || domain == Domain::kSql,
+                "greedy quality is defined for math and sql, not '{}'", domain_name(domain));
   TESSERA_CHECK(!test.empty(), "quality: no test examples");
-  models::LlamaEngine engine(model);
+  llm::LlamaEngine engine(model);
   DecodeOptions o;
   o.max_new_tokens = max_new_tokens;
   o.eos_id = tokenizer.special_id(kEosToken);
   int64_t correct = 0;
+  ProgressBar bar("quality", static_cast<int64_t>(test.size()));
   for (const auto& e : test) {
     auto out = decode_greedy(engine, tokenizer.encode(e.prompt), o);
     if (!out.tokens.empty() && out.tokens.back() == o.eos_id) out.tokens.pop_back();
     std::string text = tokenizer.decode(out.tokens);
     while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-    const bool ok = domain == "math" ? extract_math_answer(text) == e.answer : text == e.answer;
+    const bool ok =
+        domain == Domain::kMath ? extract_math_answer(text) == e.answer : text == e.answer;
     correct += ok;
+    bar.update();
   }
+  bar.finish();
   return static_cast<double>(correct) / static_cast<double>(test.size());
 }
 

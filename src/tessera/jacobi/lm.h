@@ -10,10 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tessera/core/table.h"
 #include "tessera/jacobi/corpus.h"
 #include "tessera/jacobi/decode.h"
-#include "tessera/models/llama.h"
-#include "tessera/models/llm_tokenizer.h"
+#include "tessera/llm/llama.h"
+#include "tessera/llm/tokenizer.h"
 
 namespace tessera::jacobi {
 
@@ -25,8 +26,7 @@ struct TokenizedExample {
 };
 /// Drops examples whose prompt + target exceed max_len tokens.
 std::vector<TokenizedExample> tokenize_examples(const std::vector<Example>& examples,
-                                                const models::Tokenizer& tokenizer,
-                                                int64_t max_len);
+                                                const llm::Tokenizer& tokenizer, int64_t max_len);
 
 struct LmTrainOptions {
   int64_t steps = 600;
@@ -49,11 +49,11 @@ struct LmTrainResult {
 };
 
 /// Next-token cross-entropy on prompt + target (padding masked), AdamW, warm-up + cosine.
-LmTrainResult train_lm(models::Llama& model, const std::vector<TokenizedExample>& data,
+LmTrainResult train_lm(llm::Llama& model, const std::vector<TokenizedExample>& data,
                        const LmTrainOptions& options);
 
 /// exp(mean cross-entropy of the target tokens given prompt and earlier target tokens).
-double target_perplexity(models::Llama& model, const std::vector<TokenizedExample>& data);
+double target_perplexity(llm::Llama& model, const std::vector<TokenizedExample>& data);
 
 // ---- trajectories -----------------------------------------------------------------------------
 
@@ -66,7 +66,7 @@ struct TrajectoryOptions {
 
 /// Collects trajectories for every prompt with `model` as teacher, augments and cleans them.
 std::vector<JacobiTrajectory> collect_trajectory_dataset(
-    models::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
+    llm::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
     const TrajectoryOptions& options, int64_t* n_dropped = nullptr);
 
 nlohmann::json trajectories_to_json(const std::vector<JacobiTrajectory>& data);
@@ -75,6 +75,14 @@ std::vector<JacobiTrajectory> trajectories_from_json(const nlohmann::json& json)
 
 // ---- consistency distillation -----------------------------------------------------------------
 
+/// What the consistency loss pulls a Jacobi state's logits towards (section 2.2).
+enum class ConsistencyLoss {
+  kGlobal,  ///< the fixed point y*
+  kLocal,   ///< the next state y^(j+1)
+};
+ConsistencyLoss parse_consistency_loss(const std::string& name);  ///< "global", "local"
+std::string consistency_loss_name(ConsistencyLoss loss);
+
 struct DistillOptions {
   int64_t steps = 300;
   int64_t batch_size = 16;
@@ -82,28 +90,32 @@ struct DistillOptions {
   int64_t warmup_steps = 10;
   double ar_weight = 10.0;       ///< w in L = L_consistency + w * L_AR
   double label_smoothing = 0.1;  ///< on the AR loss
-  std::string loss = "global";   ///< "global" (target y*) or "local" (target y^(j+1))
+  ConsistencyLoss loss = ConsistencyLoss::kGlobal;
   double max_seconds = 0.0;
   uint64_t seed = 0;
   void validate() const;
+  nlohmann::json to_json() const;
 };
 
 struct DistillResult {
   int64_t steps = 0;
-  double first_consistency = 0.0, final_consistency = 0.0;
+  double first_consistency = 0.0, final_consistency = 0.0;  ///< mean of the first / last 20 steps
   double first_ar = 0.0, final_ar = 0.0;
   double seconds = 0.0;
+  /// steps, consistency first / final, AR first / final, seconds.
+  Table table() const;
+  nlohmann::json to_json() const;
 };
 
-DistillResult distill(models::Llama& model, const std::vector<JacobiTrajectory>& data,
+DistillResult distill(llm::Llama& model, const std::vector<JacobiTrajectory>& data,
                       const DistillOptions& options);
 
 // ---- quality ------------------------------------------------------------------------------
 
 /// math: fraction of test prompts whose greedy answer after "####" equals the reference;
 /// sql: fraction whose greedy output (up to EOS, trimmed) equals the reference query.
-double greedy_quality(models::Llama& model, const models::Tokenizer& tokenizer,
-                      const std::vector<Example>& test, const std::string& domain,
-                      int64_t max_new_tokens);
+/// Throws for code (scored by target_perplexity).
+double greedy_quality(llm::Llama& model, const llm::Tokenizer& tokenizer,
+                      const std::vector<Example>& test, Domain domain, int64_t max_new_tokens);
 
 }  // namespace tessera::jacobi

@@ -9,14 +9,14 @@
 
 namespace tessera::reram {
 
-std::string to_string(PositionScope scope) {
+std::string position_scope_name(PositionScope scope) {
   return scope == PositionScope::Layer ? "layer" : "row";
 }
 
-PositionScope position_scope_from_string(const std::string& name) {
+PositionScope parse_position_scope(const std::string& name) {
   if (name == "layer") return PositionScope::Layer;
   if (name == "row") return PositionScope::Row;
-  TESSERA_CHECK(false, "bit-sparse scope '{}' is not 'layer' or 'row'", name);
+  TESSERA_CHECK(false, "bit-sparse scope '{}' is not one of: layer, row", name);
   return PositionScope::Row;
 }
 
@@ -30,7 +30,7 @@ void BitSparseOptions::validate(int magnitude_bits) const {
 std::string BitSparseOptions::describe() const {
   return "t=" + std::to_string(max_terms) +
          ",K=" + (n_positions == 0 ? std::string("all") : std::to_string(n_positions)) + "," +
-         to_string(scope);
+         position_scope_name(scope);
 }
 
 std::vector<int32_t> projection_table(int magnitude_bits, uint32_t allowed_mask, int max_terms) {

@@ -19,8 +19,10 @@ enum class PositionScope {
   Row,    ///< one set per crossbar row (per input index: c_in, kh, kw), shared by all outputs
 };
 
-std::string to_string(PositionScope scope);
-PositionScope position_scope_from_string(const std::string& name);
+/// "layer" or "row".
+std::string position_scope_name(PositionScope scope);
+/// Throws tessera::Error listing the valid names unless `name` is "layer" or "row".
+PositionScope parse_position_scope(const std::string& name);
 
 struct BitSparseOptions {
   int max_terms = 2;    ///< t: non-zero magnitude bits kept per weight, >= 1

@@ -98,11 +98,20 @@ workload::Workload mobilenetv2_imagenet() {
   return w;
 }
 
-workload::Workload imagenet_workload(const std::string& name) {
-  if (name == "resnet50") return resnet50_imagenet();
-  if (name == "mobilenetv2") return mobilenetv2_imagenet();
-  TESSERA_CHECK(false, "reram: unknown ImageNet workload '{}' (resnet50, mobilenetv2)", name);
-  return {};
+std::string imagenet_network_name(ImagenetNetwork network) {
+  return network == ImagenetNetwork::ResNet50 ? "resnet50" : "mobilenetv2";
+}
+
+ImagenetNetwork parse_imagenet_network(const std::string& name) {
+  if (name == "resnet50") return ImagenetNetwork::ResNet50;
+  if (name == "mobilenetv2") return ImagenetNetwork::MobileNetV2;
+  TESSERA_CHECK(false, "reram: unknown ImageNet network '{}' (one of: resnet50, mobilenetv2)",
+                name);
+  return ImagenetNetwork::ResNet50;
+}
+
+workload::Workload imagenet_workload(ImagenetNetwork network) {
+  return network == ImagenetNetwork::ResNet50 ? resnet50_imagenet() : mobilenetv2_imagenet();
 }
 
 WeightClass weight_class(const workload::Layer& layer, bool first_layer) {

@@ -19,8 +19,14 @@ namespace tessera::reram {
 workload::Workload resnet50_imagenet();
 /// torchvision's mobilenet_v2 (width 1.0): 52 convolutions + the 1280x1000 FC, 3.5M weights.
 workload::Workload mobilenetv2_imagenet();
-/// "resnet50" or "mobilenetv2" -> the workload above; throws tessera::Error naming other names.
-workload::Workload imagenet_workload(const std::string& name);
+/// The built-in ImageNet-shaped networks.
+enum class ImagenetNetwork { ResNet50, MobileNetV2 };
+/// "resnet50" or "mobilenetv2".
+std::string imagenet_network_name(ImagenetNetwork network);
+/// Throws tessera::Error listing the valid names unless `name` is "resnet50" or "mobilenetv2".
+ImagenetNetwork parse_imagenet_network(const std::string& name);
+/// The workload of resnet50_imagenet() or mobilenetv2_imagenet().
+workload::Workload imagenet_workload(ImagenetNetwork network);
 
 /// Which weight class a layer belongs to when resampling trained weights onto other shapes.
 enum class WeightClass { Stem, Dense, Pointwise, Depthwise, Linear };

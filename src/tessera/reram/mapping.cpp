@@ -227,7 +227,7 @@ LayerStats map_layer(const workload::Layer& layer, const quant::QuantizedTensor*
       TESSERA_CHECK(lo >= q_min && hi <= q_max,
                     "reram: weight {} of layer '{}' is outside [{}, {}] for {}-bit {}",
                     lo < q_min ? lo : hi, layer.name, q_min, q_max, b,
-                    to_string(spec.weight_encoding));
+                    weight_encoding_name(spec.weight_encoding));
       for (int a = 0; a < n_arrays; ++a) {
         const uint32_t nz = nonzero_slices(column_bits[a]);
         for (int s = 0; s < n_s; ++s) {

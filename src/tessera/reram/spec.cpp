@@ -11,14 +11,14 @@
 
 namespace tessera::reram {
 
-std::string to_string(WeightEncoding encoding) {
+std::string weight_encoding_name(WeightEncoding encoding) {
   return encoding == WeightEncoding::Differential ? "differential" : "twos_complement";
 }
 
-WeightEncoding weight_encoding_from_string(const std::string& name) {
+WeightEncoding parse_weight_encoding(const std::string& name) {
   if (name == "differential") return WeightEncoding::Differential;
   if (name == "twos_complement") return WeightEncoding::TwosComplement;
-  TESSERA_CHECK(false, "spec: weight_encoding '{}' is not 'differential' or 'twos_complement'",
+  TESSERA_CHECK(false, "spec: weight_encoding '{}' is not one of: differential, twos_complement",
                 name);
   return WeightEncoding::Differential;
 }
@@ -140,7 +140,7 @@ nlohmann::json HardwareSpec::to_json() const {
                       {"crossbar_cols", crossbar_cols},
                       {"cell_bits", cell_bits},
                       {"weight_bits", weight_bits},
-                      {"weight_encoding", to_string(weight_encoding)},
+                      {"weight_encoding", weight_encoding_name(weight_encoding)},
                       {"input_bits", input_bits},
                       {"dac_bits", dac_bits},
                       {"adc_bits", adc_bits},
@@ -181,7 +181,7 @@ HardwareSpec HardwareSpec::from_json(const nlohmann::json& json) {
   if (json.contains("weight_encoding")) {
     const auto& v = json.at("weight_encoding");
     TESSERA_CHECK(v.is_string(), "spec: weight_encoding must be a string, got {}", v.dump());
-    spec.weight_encoding = weight_encoding_from_string(v.get<std::string>());
+    spec.weight_encoding = parse_weight_encoding(v.get<std::string>());
   }
   if (json.contains("pack_groups")) {
     const auto& v = json.at("pack_groups");

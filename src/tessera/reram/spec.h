@@ -22,9 +22,11 @@ enum class WeightEncoding {
   TwosComplement,
 };
 
-std::string to_string(WeightEncoding encoding);
-/// Throws tessera::Error naming the string unless it is "differential" or "twos_complement".
-WeightEncoding weight_encoding_from_string(const std::string& name);
+/// "differential" or "twos_complement".
+std::string weight_encoding_name(WeightEncoding encoding);
+/// Throws tessera::Error listing the valid names unless `name` is "differential" or
+/// "twos_complement".
+WeightEncoding parse_weight_encoding(const std::string& name);
 
 /// Optional figures of one peripheral or array component, stored in canonical units
 /// (energy pJ, latency ns, area um^2). Absent figures are std::nullopt.

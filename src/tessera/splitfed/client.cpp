@@ -5,6 +5,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/progress.h"
 #include "tessera/core/seed.h"
 #include "tessera/core/timer.h"
 
@@ -77,7 +78,7 @@ std::vector<int64_t> client_shard(const SflOptions& options, const torch::Tensor
   TESSERA_CHECK(index >= 0 && index < options.n_clients, "client index {} outside [0, {})", index,
                 options.n_clients);
   const uint64_t seed = options.seed + 17;
-  if (options.partition == "iid") {
+  if (options.partition == Partition::iid) {
     return data::partition_iid(options.n_train, options.n_clients, seed)[index];
   }
   return data::partition_label_shards(labels, options.n_clients, options.shards_per_client,
@@ -85,10 +86,11 @@ std::vector<int64_t> client_shard(const SflOptions& options, const torch::Tensor
 }
 
 SplitClient::SplitClient(std::unique_ptr<ServerLink> link, const data::Dataset& train_set,
-                         std::shared_ptr<ClientStrategy> strategy)
+                         std::shared_ptr<ClientStrategy> strategy, bool show_progress)
     : link_(std::move(link)),
       train_set_(train_set),
-      strategy_(strategy ? std::move(strategy) : std::make_shared<ClientStrategy>()) {}
+      strategy_(strategy ? std::move(strategy) : std::make_shared<ClientStrategy>()),
+      show_progress_(show_progress) {}
 
 ClientReport SplitClient::run(int64_t stop_after_steps) {
   net::Message join;
@@ -144,6 +146,12 @@ ClientReport SplitClient::run(int64_t stop_after_steps) {
     data::BatchIterator batches(shard, options.batch_size, /*shuffle=*/true,
                                 options.seed * 1000003 + stream);
     std::mt19937_64 augment_rng = make_rng(options.seed, stream);
+    std::unique_ptr<ProgressBar> progress;
+    if (show_progress_) {
+      progress = std::make_unique<ProgressBar>(
+          fmt::format("{} epoch {}/{}", options.client_id(report.index), epoch + 1, options.epochs),
+          n_batches);
+    }
     bool dropped = false;
     for (int64_t b = 0; b < n_batches && !dropped; ++b) {
       torch::Tensor x, y;
@@ -171,6 +179,7 @@ ClientReport SplitClient::run(int64_t stop_after_steps) {
                           }};
       dropped = !strategy_->step(context, x, y);
       if (!dropped) ++report.steps;
+      if (progress) progress->update();
       if (stop_after_steps > 0 && report.steps >= stop_after_steps) return report;
     }
     if (dropped) {

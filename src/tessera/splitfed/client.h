@@ -96,9 +96,10 @@ class SplitClient {
  public:
   /// `train_set` is the full training set (its first n_train samples are partitioned); the
   /// client keeps only its own shard, chosen by the server-announced partition and its index.
-  /// `strategy` may be null (honest).
+  /// `strategy` may be null (honest). `show_progress`: a progress bar per epoch (a client process;
+  /// in process the server's bar shows every client's steps).
   SplitClient(std::unique_ptr<ServerLink> link, const data::Dataset& train_set,
-              std::shared_ptr<ClientStrategy> strategy = nullptr);
+              std::shared_ptr<ClientStrategy> strategy = nullptr, bool show_progress = false);
   /// Runs until the server reports the run finished. `stop_after_steps` > 0 stops (as if the
   /// process died) after that many steps (for dropout tests).
   ClientReport run(int64_t stop_after_steps = 0);
@@ -107,6 +108,7 @@ class SplitClient {
   std::unique_ptr<ServerLink> link_;
   const data::Dataset& train_set_;
   std::shared_ptr<ClientStrategy> strategy_;
+  bool show_progress_;
 };
 
 /// The shard of client `index` under the options' partition (same on every machine).

@@ -8,9 +8,10 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/random.h"
 #include "tessera/core/seed.h"
 #include "tessera/core/timer.h"
-#include "tessera/data/sampling.h"
+#include "tessera/train/train.h"
 
 namespace tessera::splitfed {
 namespace {
@@ -22,7 +23,7 @@ std::vector<std::vector<int64_t>> index_batches(int64_t n, int64_t batch_size,
                                                 std::mt19937_64& rng) {
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = i;
-  data::shuffle_indices(order, rng);
+  random::shuffle(order, rng);
   std::vector<std::vector<int64_t>> batches;
   for (int64_t start = 0; start < n; start += batch_size) {
     batches.emplace_back(order.begin() + start, order.begin() + std::min(n, start + batch_size));
@@ -159,11 +160,55 @@ bool OnlineAttackerStrategy::step(StepContext& context, const torch::Tensor& x,
 // ---------------------------------------------------------------------------------------------
 // Attacks
 
+const std::vector<ExtractionAttackKind>& all_extraction_attacks() {
+  static const std::vector<ExtractionAttackKind> kinds = {
+      ExtractionAttackKind::craft, ExtractionAttackKind::gan, ExtractionAttackKind::gm,
+      ExtractionAttackKind::train, ExtractionAttackKind::softtrain};
+  return kinds;
+}
+
+std::string extraction_attack_name(ExtractionAttackKind kind) {
+  switch (kind) {
+    case ExtractionAttackKind::craft:
+      return "craft";
+    case ExtractionAttackKind::gan:
+      return "gan";
+    case ExtractionAttackKind::gm:
+      return "gm";
+    case ExtractionAttackKind::train:
+      return "train";
+    case ExtractionAttackKind::softtrain:
+      return "softtrain";
+  }
+  return "train";
+}
+
+std::string extraction_attack_label(ExtractionAttackKind kind) {
+  switch (kind) {
+    case ExtractionAttackKind::craft:
+      return "Craft-ME";
+    case ExtractionAttackKind::gan:
+      return "GAN-ME";
+    case ExtractionAttackKind::gm:
+      return "GM-ME";
+    case ExtractionAttackKind::train:
+      return "Train-ME";
+    case ExtractionAttackKind::softtrain:
+      return "SoftTrain-ME";
+  }
+  return "Train-ME";
+}
+
+ExtractionAttackKind parse_extraction_attack(const std::string& name) {
+  for (const ExtractionAttackKind kind : all_extraction_attacks()) {
+    if (extraction_attack_name(kind) == name) return kind;
+  }
+  TESSERA_CHECK(false, "unknown model-extraction attack '{}' (craft, gan, gm, train, softtrain)",
+                name);
+  return ExtractionAttackKind::train;
+}
+
 void ExtractionOptions::validate() const {
-  TESSERA_CHECK(attack == "craft" || attack == "gan" || attack == "gm" || attack == "train" ||
-                    attack == "softtrain",
-                "unknown model-extraction attack \"{}\" (craft, gan, gm, train, softtrain)",
-                attack);
   TESSERA_CHECK(budget >= 0, "budget {} must be >= 0", budget);
   TESSERA_CHECK(surrogate_epochs >= 1, "surrogate epochs {} must be >= 1", surrogate_epochs);
   TESSERA_CHECK(batch_size >= 1 && query_batch >= 1 && gan_batch >= 2 && gan_batch % 2 == 0,
@@ -176,7 +221,7 @@ void ExtractionOptions::validate() const {
 }
 
 nlohmann::json ExtractionResult::to_json() const {
-  return {{"attack", attack},
+  return {{"attack", extraction_attack_name(attack)},
           {"queries_used", queries_used},
           {"best_accuracy", best_accuracy},
           {"best_fidelity", best_fidelity},
@@ -185,288 +230,38 @@ nlohmann::json ExtractionResult::to_json() const {
           {"seconds", seconds}};
 }
 
-ModelExtraction::ModelExtraction(ExtractionOptions options, ClientSide attacker_client,
-                                 const models::ModelConfig& model, const SplitOptions& split,
-                                 const data::Dataset* attacker_data)
-    : options_(std::move(options)),
-      client_(std::move(attacker_client)),
-      model_config_(model),
-      split_(split),
-      data_(attacker_data),
-      n_classes_(model.num_classes) {
-  options_.validate();
-  if (options_.attack == "train" || options_.attack == "softtrain" || options_.attack == "gm") {
-    TESSERA_CHECK(data_ != nullptr && data_->size() > 0,
-                  "{}-ME needs attacker data (--attacker-fraction > 0)", options_.attack);
-  }
+ExtractionAttack::ExtractionAttack(ExtractionOptions options, ClientSide attacker_client,
+                                   const models::ModelConfig& model, const SplitOptions& split)
+    : options_(std::move(options)), client_(std::move(attacker_client)), model_config_(model) {
   // The attacker's client side is frozen: it only maps inputs to smashed data.
   client_->eval();
   for (auto& p : client_->parameters()) p.set_requires_grad(false);
-  surrogate_ = make_split(model_config_, split_).second;
+  surrogate_ = make_split(model_config_, split).second;
   xavier_init(*surrogate_);
 }
 
-void ModelExtraction::collect(GradientOracle& oracle) {
+torch::Tensor ExtractionAttack::smashed(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  return client_->forward(x);
+}
+
+void ExtractionAttack::collect(GradientOracle& oracle) {
   const int64_t before = oracle.budget().used();
   try {
-    if (options_.attack == "craft") collect_craft(oracle);
-    if (options_.attack == "gan") collect_gan(oracle);
-    if (options_.attack == "gm") collect_gm(oracle);
-    if (options_.attack == "softtrain") collect_softtrain(oracle);
+    query(oracle);
   } catch (const OracleClosed&) {
-    log::warn("{}-ME: the online run ended after {} queries", options_.attack,
+    log::warn("{}: the online run ended after {} queries", extraction_attack_label(kind()),
               oracle.budget().used() - before);
   }
   queries_used_ += oracle.budget().used() - before;
 }
 
-void ModelExtraction::collect_craft(GradientOracle& oracle) {
-  // research/sfl.md 2.3 (1): per class, n = budget / (steps * C) images optimised by Adam
-  // (lr 0.1, amsgrad, eps 1e-3) to minimise CE(f_s(f_c(x)), c); n = 0 -> one image with
-  // budget / C steps.
-  const int64_t per_class_budget = options_.budget / n_classes_;
-  int64_t n = per_class_budget / options_.craft_steps;
-  int64_t steps = options_.craft_steps;
-  if (n == 0) {
-    n = 1;
-    steps = per_class_budget;
-  }
-  TESSERA_CHECK(steps >= 1, "Craft-ME: budget {} is below one query per class", options_.budget);
-  const auto& config = model_config_;
-  std::vector<torch::Tensor> images, labels;
-  // Online, the run can end first (OracleClosed): the surrogate then trains on the images
-  // crafted so far, the current class's only partly optimised.
-  auto keep = [&](const torch::Tensor& x, const torch::Tensor& y) {
-    images.push_back(x.detach().clone());
-    labels.push_back(y);
-    inputs_ = torch::cat(images);
-    input_labels_ = torch::cat(labels);
-  };
-  for (int64_t c = 0; c < n_classes_; ++c) {
-    torch::Tensor x = torch::rand({n, config.in_channels, config.image_size, config.image_size})
-                          .requires_grad_(true);
-    torch::optim::Adam adam({x}, torch::optim::AdamOptions(0.1).amsgrad(true).eps(1e-3));
-    const torch::Tensor y = torch::full({n}, c, torch::kInt64);
-    try {
-      for (int64_t s = 0; s < steps; ++s) {
-        adam.zero_grad();
-        const torch::Tensor z = client_->forward(x);
-        const torch::Tensor g = oracle.query(z.detach(), y);
-        (z * g).sum().backward();  // chain the server's dL/dz through f_c to x
-        adam.step();
-        torch::NoGradGuard no_grad;
-        x.clamp_(0.0, 1.0);  // stay a valid image
-      }
-    } catch (const OracleClosed&) {
-      keep(x, y);
-      throw;
-    }
-    keep(x, y);
-  }
-}
-
-void ModelExtraction::collect_gan(GradientOracle& oracle) {
-  // research/sfl.md 2.3 (2): a conditional generator trained so that the server classifies
-  // G(z, y) as y, with a mode-seeking diversity term between the two halves of each batch.
-  const auto& config = model_config_;
-  const int64_t nz = options_.gan_latent;
-  const int64_t base = std::max<int64_t>(1, (config.image_size + 3) / 4);
-  const int64_t ngf = 64;  // RECONSTRUCTED: 128 in the paper's GeneratorC; CPU budget
-  generator_embedding_ = torch::nn::Embedding(n_classes_, nz);
-  generator_ = torch::nn::Sequential(
-      torch::nn::Linear(2 * nz, 2 * ngf * base * base),
-      torch::nn::Unflatten(torch::nn::UnflattenOptions(1, {2 * ngf, base, base})),
-      torch::nn::BatchNorm2d(2 * ngf),
-      torch::nn::Upsample(torch::nn::UpsampleOptions()
-                              .scale_factor(std::vector<double>{2, 2})
-                              .mode(torch::kNearest)),
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(2 * ngf, 2 * ngf, 3).padding(1)),
-      torch::nn::BatchNorm2d(2 * ngf),
-      torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.2)),
-      torch::nn::Upsample(torch::nn::UpsampleOptions()
-                              .scale_factor(std::vector<double>{2, 2})
-                              .mode(torch::kNearest)),
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(2 * ngf, ngf, 3).padding(1)),
-      torch::nn::BatchNorm2d(ngf),
-      torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.2)),
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(ngf, config.in_channels, 3).padding(1)),
-      // RECONSTRUCTED: Sigmoid to [0, 1] (our images are not normalised) instead of Tanh + BN.
-      torch::nn::Sigmoid());
-  std::vector<torch::Tensor> params = generator_->parameters();
-  for (const auto& p : generator_embedding_->parameters()) params.push_back(p);
-  torch::optim::Adam adam(params, torch::optim::AdamOptions(2e-4).betas({0.5, 0.999}));
-  const int64_t steps = options_.budget / options_.gan_batch;
-  const int64_t half = options_.gan_batch / 2;
-  generator_->train();
-  for (int64_t s = 0; s < steps; ++s) {
-    // Step decay at 10/30/50% of the steps, gamma 0.3 (research/sfl.md 2.3).
-    double lr = 2e-4;
-    for (const double m : {0.1, 0.3, 0.5}) {
-      if (s >= static_cast<int64_t>(m * static_cast<double>(steps))) lr *= 0.3;
-    }
-    for (auto& group : adam.param_groups()) group.options().set_lr(lr);
-    adam.zero_grad();
-    const torch::Tensor y_half = torch::randint(0, n_classes_, {half}, torch::kInt64);
-    const torch::Tensor y = torch::cat({y_half, y_half});
-    const torch::Tensor noise = torch::randn({options_.gan_batch, nz});
-    const torch::Tensor x =
-        generator_->forward(torch::cat({noise, generator_embedding_->forward(y)}, 1));
-    const torch::Tensor z = client_->forward(x);
-    const torch::Tensor g = oracle.query(z.detach(), y);
-    torch::Tensor loss = (z * g).sum();  // gradient of CE(f_s(z), y) w.r.t. G's weights
-    if (options_.gan_diversity > 0.0) {
-      const torch::Tensor dx = (x.slice(0, 0, half) - x.slice(0, half)).abs().mean({1, 2, 3});
-      const torch::Tensor dn = (noise.slice(0, 0, half) - noise.slice(0, half)).abs().mean(1);
-      loss = loss - options_.gan_diversity * (dx / dn).mean();
-    }
-    loss.backward();
-    adam.step();
-  }
-  generator_->eval();
-}
-
-void ModelExtraction::collect_gm(GradientOracle& oracle) {
-  // research/sfl.md 2.3 (3): for each auxiliary batch and every class j record dCE(., j)/dz.
-  std::mt19937_64 rng = make_rng(options_.seed, 31);
-  const auto batches = index_batches(data_->size(), options_.query_batch, rng);
-  for (const auto& batch : batches) {
-    const int64_t b = static_cast<int64_t>(batch.size());
-    if ((b * n_classes_) > oracle.budget().remaining()) break;
-    torch::Tensor z;
-    {
-      torch::NoGradGuard no_grad;
-      z = client_->forward(rows(data_->images, batch));
-    }
-    for (int64_t j = 0; j < n_classes_; ++j) {
-      const torch::Tensor y = torch::full({b}, j, torch::kInt64);
-      gm_g_.push_back(oracle.query(z, y));
-      gm_z_.push_back(z);
-      gm_y_.push_back(y);
-    }
-  }
-  TESSERA_CHECK(!gm_z_.empty(), "GM-ME: budget {} is below one batch of {} x {} classes",
-                options_.budget, options_.query_batch, n_classes_);
-}
-
-void ModelExtraction::collect_softtrain(GradientOracle& oracle) {
-  // research/sfl.md 2.3 (5): per batch, the gradient for every class c; soft label q from the
-  // cosine similarity of g_c with the true label's gradient g_y.
-  std::mt19937_64 rng = make_rng(options_.seed, 37);
-  const auto batches = index_batches(data_->size(), options_.query_batch, rng);
-  std::vector<torch::Tensor> xs, ys, qs;
-  for (const auto& batch : batches) {
-    const int64_t b = static_cast<int64_t>(batch.size());
-    if (b * n_classes_ > oracle.budget().remaining()) break;
-    const torch::Tensor x = rows(data_->images, batch);
-    const torch::Tensor y = rows(data_->labels, batch);
-    torch::Tensor z;
-    {
-      torch::NoGradGuard no_grad;
-      z = client_->forward(x);
-    }
-    std::vector<torch::Tensor> grads;
-    for (int64_t c = 0; c < n_classes_; ++c) {
-      grads.push_back(oracle.query(z, torch::full({b}, c, torch::kInt64)).flatten(1));
-    }
-    const torch::Tensor g = torch::stack(grads, 1);               // [B, C, D]
-    const torch::Tensor g_true = g.index({torch::arange(b), y});  // [B, D]
-    const torch::Tensor s = F::cosine_similarity(
-        g, g_true.unsqueeze(1), F::CosineSimilarityFuncOptions().dim(2));  // [B, C]
-    // RECONSTRUCTED normalisation: q_y = alpha, the rest (1 - alpha) shared in proportion to
-    // s_c + 1 over c != y (the code's denominator leaves q slightly unnormalised).
-    torch::Tensor w = (s + 1.0).clamp_min(1e-6);
-    w.index_put_({torch::arange(b), y}, 0.0);
-    torch::Tensor q = (1.0 - options_.soft_alpha) * w / w.sum(1, true);
-    q.index_put_({torch::arange(b), y}, options_.soft_alpha);
-    xs.push_back(x);
-    ys.push_back(y);
-    qs.push_back(q);
-  }
-  if (!xs.empty()) {
-    soft_x_ = torch::cat(xs);
-    soft_y_ = torch::cat(ys);
-    soft_q_ = torch::cat(qs);
-  }
-}
-
-double ModelExtraction::train_epoch(torch::optim::Optimizer& optimizer, std::mt19937_64& rng) {
-  const std::string& attack = options_.attack;
-  double loss_sum = 0.0;
-  int64_t n_batches = 0;
-  auto smashed = [&](const torch::Tensor& x) {
-    torch::NoGradGuard no_grad;
-    return client_->forward(x);
-  };
-  auto run = [&](const torch::Tensor& loss) {
-    optimizer.zero_grad();
-    loss.backward();
-    optimizer.step();
-    loss_sum += loss.item<double>();
-    ++n_batches;
-  };
-  surrogate_->train();
-  if (attack == "craft") {
-    for (const auto& batch : index_batches(inputs_.size(0), options_.batch_size, rng)) {
-      run(F::cross_entropy(surrogate_->forward(smashed(rows(inputs_, batch))),
-                           rows(input_labels_, batch)));
-    }
-  } else if (attack == "gan") {
-    for (int64_t i = 0; i < options_.gan_iterations; ++i) {
-      torch::Tensor x;
-      const torch::Tensor y = torch::randint(0, n_classes_, {options_.batch_size}, torch::kInt64);
-      {
-        torch::NoGradGuard no_grad;
-        x = generator_->forward(
-            torch::cat({torch::randn({options_.batch_size, options_.gan_latent}),
-                        generator_embedding_->forward(y)},
-                       1));
-      }
-      run(F::cross_entropy(surrogate_->forward(smashed(x)), y));
-    }
-  } else if (attack == "gm") {
-    // Match the surrogate's own dCE/dz to the recorded gradients (second order through f^_s).
-    // In eval mode, like the oracle's target: in train mode dropout (p = 0.5 in VGG's
-    // classifier) and BN batch statistics make g_hat a different, random function of z, whose
-    // gradients cannot match the target's; the surrogate is then evaluated in that same mode.
-    surrogate_->eval();
-    std::vector<int64_t> order(gm_z_.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-    data::shuffle_indices(order, rng);
-    for (const int64_t i : order) {
-      torch::Tensor z = gm_z_[i].clone().requires_grad_(true);
-      const torch::Tensor loss_ce = F::cross_entropy(surrogate_->forward(z), gm_y_[i]);
-      const torch::Tensor g_hat = torch::autograd::grad({loss_ce}, {z}, {}, /*retain_graph=*/true,
-                                                        /*create_graph=*/true)[0];
-      const torch::Tensor g = gm_g_[i];
-      run((g.flatten(1) - g_hat.flatten(1)).norm(2, 1).mean() /
-          g.flatten(1).norm(2, 1).mean().clamp_min(1e-12));
-    }
-  } else {  // train, softtrain: CE on the attacker's labelled data
-    for (const auto& batch : index_batches(data_->size(), options_.batch_size, rng)) {
-      torch::Tensor x = rows(data_->images, batch);
-      if (options_.augment) x = data::augment(x, 2, true, rng);
-      run(F::cross_entropy(surrogate_->forward(smashed(x)), rows(data_->labels, batch)));
-    }
-    if (attack == "softtrain" && soft_x_.defined()) {
-      // Second pass on the queried batches with mixed hard / soft labels (0.9 CE + 0.1 soft CE).
-      for (const auto& batch : index_batches(soft_x_.size(0), options_.batch_size, rng)) {
-        const torch::Tensor out = surrogate_->forward(smashed(rows(soft_x_, batch)));
-        const torch::Tensor soft = -(rows(soft_q_, batch) * F::log_softmax(out, 1)).sum(1).mean();
-        run(0.9 * F::cross_entropy(out, rows(soft_y_, batch)) + 0.1 * soft);
-      }
-    }
-  }
-  return n_batches > 0 ? loss_sum / static_cast<double>(n_batches) : 0.0;
-}
-
-ExtractionResult ModelExtraction::fit(const data::Dataset& test,
-                                      const torch::Tensor& target_predictions) {
+ExtractionResult ExtractionAttack::fit(const data::Dataset& test,
+                                       const torch::Tensor& target_predictions) {
   TESSERA_CHECK(target_predictions.dim() == 1 && target_predictions.size(0) == test.size(),
                 "target predictions ({}) must have one entry per test sample ({})",
                 target_predictions.numel(), test.size());
-  if (options_.attack == "craft") TESSERA_CHECK(inputs_.defined(), "Craft-ME: collect() first");
-  if (options_.attack == "gan") TESSERA_CHECK(!generator_.is_empty(), "GAN-ME: collect() first");
-  if (options_.attack == "gm") TESSERA_CHECK(!gm_z_.empty(), "GM-ME: collect() first");
+  check_collected();
   Timer timer;
   train::TrainOptions t;
   t.optimizer = "sgd";
@@ -481,23 +276,25 @@ ExtractionResult ModelExtraction::fit(const data::Dataset& test,
     t.milestones.push_back(std::max<int64_t>(1, std::llround(m * options_.surrogate_epochs)));
   }
   auto optimizer = train::make_optimizer(surrogate_->parameters(), t);
+  const auto step = [&](const torch::Tensor& loss) {
+    optimizer->zero_grad();
+    loss.backward();
+    optimizer->step();
+  };
   std::mt19937_64 rng = make_rng(options_.seed, 41);
   ExtractionResult result;
-  result.attack = options_.attack;
+  result.attack = kind();
   result.queries_used = queries_used_;
   // The attacker's client side is frozen, so the test set's smashed data is computed once and
   // each epoch's evaluation runs only the surrogate server part (same predictions as predict()).
   std::vector<torch::Tensor> test_z;
-  {
-    torch::NoGradGuard no_grad;
-    for (int64_t start = 0; start < test.size(); start += 512) {
-      test_z.push_back(
-          client_->forward(test.images.slice(0, start, std::min(test.size(), start + 512))));
-    }
+  for (int64_t start = 0; start < test.size(); start += 512) {
+    test_z.push_back(smashed(test.images.slice(0, start, std::min(test.size(), start + 512))));
   }
   for (int64_t epoch = 0; epoch < options_.surrogate_epochs; ++epoch) {
     train::set_learning_rate(*optimizer, train::learning_rate(t, epoch));
-    train_epoch(*optimizer, rng);
+    surrogate_->train();
+    train_epoch(step, rng);
     torch::Tensor predictions;
     {
       torch::NoGradGuard no_grad;
@@ -516,6 +313,344 @@ ExtractionResult ModelExtraction::fit(const data::Dataset& test,
   }
   result.seconds = timer.elapsed_s();
   return result;
+}
+
+namespace {
+
+using Step = std::function<void(const torch::Tensor&)>;
+
+/// Craft-ME (research/sfl.md 2.3 (1)): per class, n = budget / (steps * C) images optimised by
+/// Adam (lr 0.1, amsgrad, eps 1e-3) to minimise CE(f_s(f_c(x)), c); n = 0 -> one image with
+/// budget / C steps. The surrogate trains on the crafted images.
+class CraftAttack : public ExtractionAttack {
+ public:
+  CraftAttack(ExtractionOptions options, ClientSide client, const models::ModelConfig& model,
+              const SplitOptions& split)
+      : ExtractionAttack(std::move(options), std::move(client), model, split) {}
+
+ protected:
+  void query(GradientOracle& oracle) override {
+    const int64_t per_class_budget = options().budget / n_classes();
+    int64_t n = per_class_budget / options().craft_steps;
+    int64_t steps = options().craft_steps;
+    if (n == 0) {
+      n = 1;
+      steps = per_class_budget;
+    }
+    TESSERA_CHECK(steps >= 1, "Craft-ME: budget {} is below one query per class", options().budget);
+    const auto& config = model_config();
+    std::vector<torch::Tensor> images, labels;
+    // Online, the run can end first (OracleClosed): the surrogate then trains on the images
+    // crafted so far, the current class's only partly optimised.
+    auto keep = [&](const torch::Tensor& x, const torch::Tensor& y) {
+      images.push_back(x.detach().clone());
+      labels.push_back(y);
+      inputs_ = torch::cat(images);
+      input_labels_ = torch::cat(labels);
+    };
+    for (int64_t c = 0; c < n_classes(); ++c) {
+      torch::Tensor x = torch::rand({n, config.in_channels, config.image_size, config.image_size})
+                            .requires_grad_(true);
+      torch::optim::Adam adam({x}, torch::optim::AdamOptions(0.1).amsgrad(true).eps(1e-3));
+      const torch::Tensor y = torch::full({n}, c, torch::kInt64);
+      try {
+        for (int64_t s = 0; s < steps; ++s) {
+          adam.zero_grad();
+          const torch::Tensor z = client()->forward(x);
+          const torch::Tensor g = oracle.query(z.detach(), y);
+          (z * g).sum().backward();  // chain the server's dL/dz through f_c to x
+          adam.step();
+          torch::NoGradGuard no_grad;
+          x.clamp_(0.0, 1.0);  // stay a valid image
+        }
+      } catch (const OracleClosed&) {
+        keep(x, y);
+        throw;
+      }
+      keep(x, y);
+    }
+  }
+
+  void check_collected() const override {
+    TESSERA_CHECK(inputs_.defined(), "Craft-ME: collect() first");
+  }
+
+  void train_epoch(const Step& step, std::mt19937_64& rng) override {
+    for (const auto& batch : index_batches(inputs_.size(0), options().batch_size, rng)) {
+      step(F::cross_entropy(surrogate()->forward(smashed(rows(inputs_, batch))),
+                            rows(input_labels_, batch)));
+    }
+  }
+
+ private:
+  torch::Tensor inputs_;        ///< crafted images [N, C, H, W]
+  torch::Tensor input_labels_;  ///< their classes [N]
+};
+
+/// GAN-ME (research/sfl.md 2.3 (2)): a conditional generator trained so that the server
+/// classifies G(z, y) as y, with a mode-seeking diversity term between the two halves of each
+/// batch. The surrogate trains on fresh generator samples.
+class GanAttack : public ExtractionAttack {
+ public:
+  GanAttack(ExtractionOptions options, ClientSide client, const models::ModelConfig& model,
+            const SplitOptions& split)
+      : ExtractionAttack(std::move(options), std::move(client), model, split) {}
+
+ protected:
+  void query(GradientOracle& oracle) override {
+    build_generator();
+    std::vector<torch::Tensor> params = generator_->parameters();
+    for (const auto& p : embedding_->parameters()) params.push_back(p);
+    torch::optim::Adam adam(params, torch::optim::AdamOptions(2e-4).betas({0.5, 0.999}));
+    const ExtractionOptions& o = options();
+    const int64_t steps = o.budget / o.gan_batch;
+    const int64_t half = o.gan_batch / 2;
+    generator_->train();
+    for (int64_t s = 0; s < steps; ++s) {
+      // Step decay at 10/30/50% of the steps, gamma 0.3 (research/sfl.md 2.3).
+      double lr = 2e-4;
+      for (const double m : {0.1, 0.3, 0.5}) {
+        if (s >= static_cast<int64_t>(m * static_cast<double>(steps))) lr *= 0.3;
+      }
+      for (auto& group : adam.param_groups()) group.options().set_lr(lr);
+      adam.zero_grad();
+      const torch::Tensor y_half = torch::randint(0, n_classes(), {half}, torch::kInt64);
+      const torch::Tensor y = torch::cat({y_half, y_half});
+      const torch::Tensor noise = torch::randn({o.gan_batch, o.gan_latent});
+      const torch::Tensor x = generator_->forward(torch::cat({noise, embedding_->forward(y)}, 1));
+      const torch::Tensor z = client()->forward(x);
+      const torch::Tensor g = oracle.query(z.detach(), y);
+      torch::Tensor loss = (z * g).sum();  // gradient of CE(f_s(z), y) w.r.t. G's weights
+      if (o.gan_diversity > 0.0) {
+        const torch::Tensor dx = (x.slice(0, 0, half) - x.slice(0, half)).abs().mean({1, 2, 3});
+        const torch::Tensor dn = (noise.slice(0, 0, half) - noise.slice(0, half)).abs().mean(1);
+        loss = loss - o.gan_diversity * (dx / dn).mean();
+      }
+      loss.backward();
+      adam.step();
+    }
+    generator_->eval();
+  }
+
+  void check_collected() const override {
+    TESSERA_CHECK(!generator_.is_empty(), "GAN-ME: collect() first");
+  }
+
+  void train_epoch(const Step& step, std::mt19937_64& /*rng*/) override {
+    const ExtractionOptions& o = options();
+    for (int64_t i = 0; i < o.gan_iterations; ++i) {
+      torch::Tensor x;
+      const torch::Tensor y = torch::randint(0, n_classes(), {o.batch_size}, torch::kInt64);
+      {
+        torch::NoGradGuard no_grad;
+        x = generator_->forward(
+            torch::cat({torch::randn({o.batch_size, o.gan_latent}), embedding_->forward(y)}, 1));
+      }
+      step(F::cross_entropy(surrogate()->forward(smashed(x)), y));
+    }
+  }
+
+ private:
+  void build_generator() {
+    const auto& config = model_config();
+    const int64_t nz = options().gan_latent;
+    const int64_t base = std::max<int64_t>(1, (config.image_size + 3) / 4);
+    const int64_t ngf = 64;  // RECONSTRUCTED: 128 in the paper's GeneratorC; CPU budget
+    embedding_ = torch::nn::Embedding(n_classes(), nz);
+    generator_ = torch::nn::Sequential(
+        torch::nn::Linear(2 * nz, 2 * ngf * base * base),
+        torch::nn::Unflatten(torch::nn::UnflattenOptions(1, {2 * ngf, base, base})),
+        torch::nn::BatchNorm2d(2 * ngf),
+        torch::nn::Upsample(torch::nn::UpsampleOptions()
+                                .scale_factor(std::vector<double>{2, 2})
+                                .mode(torch::kNearest)),
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(2 * ngf, 2 * ngf, 3).padding(1)),
+        torch::nn::BatchNorm2d(2 * ngf),
+        torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.2)),
+        torch::nn::Upsample(torch::nn::UpsampleOptions()
+                                .scale_factor(std::vector<double>{2, 2})
+                                .mode(torch::kNearest)),
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(2 * ngf, ngf, 3).padding(1)),
+        torch::nn::BatchNorm2d(ngf),
+        torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(0.2)),
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(ngf, config.in_channels, 3).padding(1)),
+        // RECONSTRUCTED: Sigmoid to [0, 1] (our images are not normalised) instead of Tanh + BN.
+        torch::nn::Sigmoid());
+  }
+
+  torch::nn::Sequential generator_{nullptr};
+  torch::nn::Embedding embedding_{nullptr};
+};
+
+/// GM-ME (research/sfl.md 2.3 (3)): for each auxiliary batch and every class j it records
+/// dCE(., j)/dz; the surrogate matches its own gradients to them.
+class GmAttack : public ExtractionAttack {
+ public:
+  GmAttack(ExtractionOptions options, ClientSide client, const models::ModelConfig& model,
+           const SplitOptions& split, const data::Dataset& aux)
+      : ExtractionAttack(std::move(options), std::move(client), model, split), aux_(aux) {}
+
+ protected:
+  void query(GradientOracle& oracle) override {
+    std::mt19937_64 rng = make_rng(options().seed, 31);
+    for (const auto& batch : index_batches(aux_.size(), options().query_batch, rng)) {
+      const int64_t b = static_cast<int64_t>(batch.size());
+      if ((b * n_classes()) > oracle.budget().remaining()) break;
+      const torch::Tensor z = smashed(rows(aux_.images, batch));
+      for (int64_t j = 0; j < n_classes(); ++j) {
+        const torch::Tensor y = torch::full({b}, j, torch::kInt64);
+        g_.push_back(oracle.query(z, y));
+        z_.push_back(z);
+        y_.push_back(y);
+      }
+    }
+    TESSERA_CHECK(!z_.empty(), "GM-ME: budget {} is below one batch of {} x {} classes",
+                  options().budget, options().query_batch, n_classes());
+  }
+
+  void check_collected() const override { TESSERA_CHECK(!z_.empty(), "GM-ME: collect() first"); }
+
+  void train_epoch(const Step& step, std::mt19937_64& rng) override {
+    // Match the surrogate's own dCE/dz to the recorded gradients (second order through f^_s).
+    // In eval mode, like the oracle's target: in train mode dropout (p = 0.5 in VGG's
+    // classifier) and BN batch statistics make g_hat a different, random function of z, whose
+    // gradients cannot match the target's; the surrogate is then evaluated in that same mode.
+    surrogate()->eval();
+    std::vector<int64_t> order(z_.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+    random::shuffle(order, rng);
+    for (const int64_t i : order) {
+      torch::Tensor z = z_[i].clone().requires_grad_(true);
+      const torch::Tensor loss_ce = F::cross_entropy(surrogate()->forward(z), y_[i]);
+      const torch::Tensor g_hat = torch::autograd::grad({loss_ce}, {z}, {}, /*retain_graph=*/true,
+                                                        /*create_graph=*/true)[0];
+      const torch::Tensor g = g_[i];
+      step((g.flatten(1) - g_hat.flatten(1)).norm(2, 1).mean() /
+           g.flatten(1).norm(2, 1).mean().clamp_min(1e-12));
+    }
+  }
+
+ private:
+  const data::Dataset& aux_;              ///< images only (labels unused)
+  std::vector<torch::Tensor> z_, y_, g_;  ///< smashed, label, recorded gradient
+};
+
+/// Train-ME (research/sfl.md 2.3 (4)): the surrogate trains on the attacker's labelled data,
+/// no queries.
+class TrainAttack : public ExtractionAttack {
+ public:
+  TrainAttack(ExtractionOptions options, ClientSide client, const models::ModelConfig& model,
+              const SplitOptions& split, const data::Dataset& data)
+      : ExtractionAttack(std::move(options), std::move(client), model, split), data_(data) {}
+
+ protected:
+  void query(GradientOracle& /*oracle*/) override {}
+
+  void train_epoch(const Step& step, std::mt19937_64& rng) override {
+    for (const auto& batch : index_batches(data_.size(), options().batch_size, rng)) {
+      torch::Tensor x = rows(data_.images, batch);
+      if (options().augment) x = data::augment(x, 2, true, rng);
+      step(F::cross_entropy(surrogate()->forward(smashed(x)), rows(data_.labels, batch)));
+    }
+  }
+
+  const data::Dataset& data_;
+};
+
+/// SoftTrain-ME (research/sfl.md 2.3 (5)): Train-ME plus, per queried batch, the gradient for
+/// every class c; the soft label q comes from the cosine similarity of g_c with the true
+/// label's gradient g_y, and a second pass trains on the mixed hard / soft labels.
+class SoftTrainAttack : public TrainAttack {
+ public:
+  using TrainAttack::TrainAttack;
+
+ protected:
+  void query(GradientOracle& oracle) override {
+    std::mt19937_64 rng = make_rng(options().seed, 37);
+    std::vector<torch::Tensor> xs, ys, qs;
+    for (const auto& batch : index_batches(data_.size(), options().query_batch, rng)) {
+      const int64_t b = static_cast<int64_t>(batch.size());
+      if (b * n_classes() > oracle.budget().remaining()) break;
+      const torch::Tensor x = rows(data_.images, batch);
+      const torch::Tensor y = rows(data_.labels, batch);
+      const torch::Tensor z = smashed(x);
+      std::vector<torch::Tensor> grads;
+      for (int64_t c = 0; c < n_classes(); ++c) {
+        grads.push_back(oracle.query(z, torch::full({b}, c, torch::kInt64)).flatten(1));
+      }
+      xs.push_back(x);
+      ys.push_back(y);
+      qs.push_back(soft_labels(torch::stack(grads, 1), y));
+    }
+    if (!xs.empty()) {
+      x_ = torch::cat(xs);
+      y_ = torch::cat(ys);
+      q_ = torch::cat(qs);
+    }
+  }
+
+  void train_epoch(const Step& step, std::mt19937_64& rng) override {
+    TrainAttack::train_epoch(step, rng);
+    if (!x_.defined()) return;
+    // Second pass on the queried batches with mixed hard / soft labels (0.9 CE + 0.1 soft CE).
+    for (const auto& batch : index_batches(x_.size(0), options().batch_size, rng)) {
+      const torch::Tensor out = surrogate()->forward(smashed(rows(x_, batch)));
+      const torch::Tensor soft = -(rows(q_, batch) * F::log_softmax(out, 1)).sum(1).mean();
+      step(0.9 * F::cross_entropy(out, rows(y_, batch)) + 0.1 * soft);
+    }
+  }
+
+ private:
+  /// g: [B, C, D] per-class gradients, y: [B] -> q: [B, C].
+  torch::Tensor soft_labels(const torch::Tensor& g, const torch::Tensor& y) const {
+    const int64_t b = g.size(0);
+    const torch::Tensor g_true = g.index({torch::arange(b), y});  // [B, D]
+    const torch::Tensor s = F::cosine_similarity(
+        g, g_true.unsqueeze(1), F::CosineSimilarityFuncOptions().dim(2));  // [B, C]
+    // RECONSTRUCTED normalisation: q_y = alpha, the rest (1 - alpha) shared in proportion to
+    // s_c + 1 over c != y (the code's denominator leaves q slightly unnormalised).
+    torch::Tensor w = (s + 1.0).clamp_min(1e-6);
+    w.index_put_({torch::arange(b), y}, 0.0);
+    torch::Tensor q = (1.0 - options().soft_alpha) * w / w.sum(1, true);
+    q.index_put_({torch::arange(b), y}, options().soft_alpha);
+    return q;
+  }
+
+  torch::Tensor x_, y_, q_;  ///< queried data, labels, soft labels
+};
+
+const data::Dataset& required_data(ExtractionAttackKind kind, const data::Dataset* data) {
+  TESSERA_CHECK(data != nullptr && data->size() > 0,
+                "{} needs attacker data (--attacker-fraction > 0)", extraction_attack_label(kind));
+  return *data;
+}
+
+}  // namespace
+
+std::unique_ptr<ExtractionAttack> make_extraction_attack(const ExtractionOptions& options,
+                                                         ClientSide attacker_client,
+                                                         const models::ModelConfig& model,
+                                                         const SplitOptions& split,
+                                                         const data::Dataset* attacker_data) {
+  options.validate();
+  ClientSide& c = attacker_client;
+  switch (options.attack) {
+    case ExtractionAttackKind::craft:
+      return std::make_unique<CraftAttack>(options, c, model, split);
+    case ExtractionAttackKind::gan:
+      return std::make_unique<GanAttack>(options, c, model, split);
+    case ExtractionAttackKind::gm:
+      return std::make_unique<GmAttack>(options, c, model, split,
+                                        required_data(options.attack, attacker_data));
+    case ExtractionAttackKind::train:
+      return std::make_unique<TrainAttack>(options, c, model, split,
+                                           required_data(options.attack, attacker_data));
+    case ExtractionAttackKind::softtrain:
+      return std::make_unique<SoftTrainAttack>(options, c, model, split,
+                                               required_data(options.attack, attacker_data));
+  }
+  TESSERA_CHECK(false, "unknown model-extraction attack");
+  return nullptr;
 }
 
 torch::Tensor predict(ClientSide& client, ServerSide& server, const data::Dataset& dataset) {

@@ -8,12 +8,14 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "tessera/data/dataset.h"
+#include "tessera/models/model.h"
 #include "tessera/splitfed/client.h"
 #include "tessera/splitfed/split.h"
 
@@ -99,8 +101,19 @@ class OnlineOracle : public GradientOracle {
   bool closed_ = false;
 };
 
+/// The five ME attacks (research/sfl.md 2.3). Craft, GAN and GM are data-free or use images
+/// only; Train uses labelled data and no queries; SoftTrain uses both.
+enum class ExtractionAttackKind { craft, gan, gm, train, softtrain };
+/// Every attack, in the order above.
+const std::vector<ExtractionAttackKind>& all_extraction_attacks();
+/// "craft", "gan", "gm", "train" or "softtrain"; throws tessera::Error listing the valid names.
+ExtractionAttackKind parse_extraction_attack(const std::string& name);
+std::string extraction_attack_name(ExtractionAttackKind kind);
+/// The paper's label: "Craft-ME", "GAN-ME", "GM-ME", "Train-ME", "SoftTrain-ME".
+std::string extraction_attack_label(ExtractionAttackKind kind);
+
 struct ExtractionOptions {
-  std::string attack = "train";   ///< "craft", "gan", "gm", "train", "softtrain"
+  ExtractionAttackKind attack = ExtractionAttackKind::train;
   int64_t budget = 10000;         ///< gradient queries (research/sfl.md 2.3: 1e3, 1e4, 1e5)
   int64_t surrogate_epochs = 20;  ///< paper: 200
   int64_t batch_size = 128;
@@ -118,7 +131,7 @@ struct ExtractionOptions {
 };
 
 struct ExtractionResult {
-  std::string attack;
+  ExtractionAttackKind attack = ExtractionAttackKind::train;
   int64_t queries_used = 0;
   double best_accuracy = 0.0;  ///< best epoch by test accuracy (paper's protocol)
   double best_fidelity = 0.0;  ///< best epoch by agreement with the target's top-1
@@ -129,45 +142,62 @@ struct ExtractionResult {
 };
 
 /// One attack against one target: collect() asks the oracle (query phase); fit() trains the
-/// surrogate without further queries and measures it on the test set.
-class ModelExtraction {
+/// surrogate f_c o f^_s (f_c frozen, f^_s fresh and Xavier-initialised) without further queries
+/// and measures it on the test set. Each attack is its own subclass holding only what its
+/// query phase gathers; make_extraction_attack() builds one.
+class ExtractionAttack {
  public:
-  /// `attacker_client`: the attacker's client side (frozen). `attacker_data`: its labelled data
-  /// (Train-ME, SoftTrain-ME; images only for GM-ME's auxiliary data). `model`/`split` describe
-  /// the surrogate server part's architecture (same family as the target).
-  ModelExtraction(ExtractionOptions options, ClientSide attacker_client,
-                  const models::ModelConfig& model, const SplitOptions& split,
-                  const data::Dataset* attacker_data);
+  virtual ~ExtractionAttack() = default;
+  ExtractionAttack(const ExtractionAttack&) = delete;
+  ExtractionAttack& operator=(const ExtractionAttack&) = delete;
+
+  ExtractionAttackKind kind() const { return options_.attack; }
   /// Query phase. Stops early (keeping what it has) if an online oracle closes.
   void collect(GradientOracle& oracle);
-  /// Surrogate training; target_predictions: the target's top-1 on `test` ([N] int64).
+  /// Surrogate training (SGD, momentum 0.9, wd 5e-4, milestones at 20/50/80 % of the epochs,
+  /// gamma 0.2; research/sfl.md 2.2); target_predictions: the target's top-1 on `test` ([N]
+  /// int64). Best accuracy and fidelity are over the epochs.
   ExtractionResult fit(const data::Dataset& test, const torch::Tensor& target_predictions);
   /// The surrogate server part (after fit()).
   ServerSide& surrogate() { return surrogate_; }
 
- private:
-  void collect_craft(GradientOracle& oracle);
-  void collect_gan(GradientOracle& oracle);
-  void collect_gm(GradientOracle& oracle);
-  void collect_softtrain(GradientOracle& oracle);
-  double train_epoch(torch::optim::Optimizer& optimizer, std::mt19937_64& rng);
+ protected:
+  /// `attacker_client`: the attacker's client side (frozen here). `model`/`split` describe the
+  /// surrogate server part's architecture (same family as the target).
+  ExtractionAttack(ExtractionOptions options, ClientSide attacker_client,
+                   const models::ModelConfig& model, const SplitOptions& split);
+  /// The attack's queries (none for Train-ME).
+  virtual void query(GradientOracle& oracle) = 0;
+  /// Throws tessera::Error unless query() gathered what fit() needs.
+  virtual void check_collected() const {}
+  /// One surrogate epoch; `step(loss)` takes one optimizer step on the loss. The surrogate is
+  /// in training mode when it is called.
+  virtual void train_epoch(const std::function<void(const torch::Tensor& loss)>& step,
+                           std::mt19937_64& rng) = 0;
+  /// f_c(x) without gradients.
+  torch::Tensor smashed(const torch::Tensor& x);
 
+  const ExtractionOptions& options() const { return options_; }
+  ClientSide& client() { return client_; }
+  const models::ModelConfig& model_config() const { return model_config_; }
+  int64_t n_classes() const { return model_config_.num_classes; }
+
+ private:
   ExtractionOptions options_;
   ClientSide client_;
   models::ModelConfig model_config_;
-  SplitOptions split_;
-  const data::Dataset* data_;
   ServerSide surrogate_{nullptr};
-  int64_t n_classes_;
   int64_t queries_used_ = 0;
-  // What collect() gathered.
-  torch::Tensor inputs_;        ///< Craft: crafted images [N, C, H, W]
-  torch::Tensor input_labels_;  ///< Craft: their classes [N]
-  torch::nn::Sequential generator_{nullptr};
-  torch::nn::Embedding generator_embedding_{nullptr};
-  std::vector<torch::Tensor> gm_z_, gm_y_, gm_g_;  ///< GM: smashed, label, gradient
-  torch::Tensor soft_x_, soft_y_, soft_q_;         ///< SoftTrain: data, labels, soft labels
 };
+
+/// The attack `options.attack`. `attacker_data`: its labelled data (Train-ME, SoftTrain-ME;
+/// images only for GM-ME's auxiliary data; unused by Craft-ME and GAN-ME, may be null). Throws
+/// tessera::Error for bad options or missing data.
+std::unique_ptr<ExtractionAttack> make_extraction_attack(const ExtractionOptions& options,
+                                                         ClientSide attacker_client,
+                                                         const models::ModelConfig& model,
+                                                         const SplitOptions& split,
+                                                         const data::Dataset* attacker_data);
 
 /// Top-1 predictions of f_s(f_c(x)) on a data set ([N] int64), in eval mode.
 torch::Tensor predict(ClientSide& client, ServerSide& server, const data::Dataset& dataset);

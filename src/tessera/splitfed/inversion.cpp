@@ -16,25 +16,42 @@ namespace tessera::splitfed {
 
 namespace nn = torch::nn;
 
-const std::vector<std::string>& decoder_names() {
-  static const std::vector<std::string> names = {"conv_normN0C16", "res_normN0C16", "res_normN2C32",
-                                                 "res_normN4C64"};
-  return names;
+void DecoderSpec::validate() const {
+  TESSERA_CHECK(depth >= 0 && depth <= 16 && channels >= 1 && channels <= 1024,
+                "decoder '{}': N must be in [0, 16] and C in [1, 1024]", decoder_name(*this));
 }
 
-DecoderSpec DecoderSpec::parse(const std::string& name) {
+bool DecoderSpec::operator==(const DecoderSpec& other) const {
+  return kind == other.kind && depth == other.depth && channels == other.channels;
+}
+
+const std::vector<DecoderSpec>& decoder_suite() {
+  static const std::vector<DecoderSpec> suite = {{DecoderKind::conv, 0, 16},
+                                                 {DecoderKind::residual, 0, 16},
+                                                 {DecoderKind::residual, 2, 32},
+                                                 {DecoderKind::residual, 4, 64}};
+  return suite;
+}
+
+std::string decoder_name(const DecoderSpec& spec) {
+  return fmt::format("{}_normN{}C{}", spec.kind == DecoderKind::conv ? "conv" : "res", spec.depth,
+                     spec.channels);
+}
+
+DecoderSpec parse_decoder(const std::string& name) {
   static const std::regex pattern("(conv|res)_normN([0-9]+)C([0-9]+)");
   std::smatch m;
+  std::vector<std::string> suite;
+  for (const auto& spec : decoder_suite()) suite.push_back(decoder_name(spec));
   TESSERA_CHECK(
       std::regex_match(name, m, pattern) && m[2].length() <= 3 && m[3].length() <= 5,
       "unknown decoder '{}' (known: conv_normN{{N}}C{{c}} or res_normN{{N}}C{{c}}, e.g. {})", name,
-      fmt::join(decoder_names(), ", "));
+      fmt::join(suite, ", "));
   DecoderSpec spec;
-  spec.residual = m[1] == "res";
+  spec.kind = m[1] == "res" ? DecoderKind::residual : DecoderKind::conv;
   spec.depth = std::stoll(m[2]);
   spec.channels = std::stoll(m[3]);
-  TESSERA_CHECK(spec.depth <= 16 && spec.channels >= 1 && spec.channels <= 1024,
-                "decoder '{}': N must be <= 16 and C in [1, 1024]", name);
+  spec.validate();
   return spec;
 }
 
@@ -65,10 +82,11 @@ void conv_bn_relu(nn::Sequential& net, int64_t in, int64_t out) {
 
 }  // namespace
 
-DecoderImpl::DecoderImpl(const std::string& name, const std::vector<int64_t>& smashed_shape,
+DecoderImpl::DecoderImpl(const DecoderSpec& spec, const std::vector<int64_t>& smashed_shape,
                          const std::vector<int64_t>& image_shape)
-    : name_(name) {
-  const DecoderSpec spec = DecoderSpec::parse(name);
+    : spec_(spec) {
+  spec.validate();
+  const std::string name = decoder_name(spec);
   TESSERA_CHECK(smashed_shape.size() == 3,
                 "decoder '{}': smashed data {} is not [C, H, W] (cut before the flatten)", name,
                 fmt::join(smashed_shape, "x"));
@@ -83,7 +101,7 @@ DecoderImpl::DecoderImpl(const std::string& name, const std::vector<int64_t>& sm
   const int64_t c = spec.channels, cz = smashed_shape[0], out = image_shape[0];
   net_ = nn::Sequential();
   // Head and N extra blocks at the smashed resolution (research/sfl.md 3.1).
-  if (spec.residual) {
+  if (spec.kind == DecoderKind::residual) {
     net_->push_back(PreActBlock(cz, c));
     for (int64_t i = 0; i < spec.depth; ++i) net_->push_back(PreActBlock(c, c));
   } else {
@@ -97,13 +115,13 @@ DecoderImpl::DecoderImpl(const std::string& name, const std::vector<int64_t>& sm
           nn::ConvTranspose2dOptions(c, c, 3).stride(2).padding(1).output_padding(1)));
       net_->push_back(nn::BatchNorm2d(c));
       net_->push_back(nn::ReLU());
-    } else if (spec.residual) {
+    } else if (spec.kind == DecoderKind::residual) {
       net_->push_back(PreActBlock(c, c));
     } else {
       conv_bn_relu(net_, c, c);
     }
   }
-  if (spec.residual) {
+  if (spec.kind == DecoderKind::residual) {
     net_->push_back(PreActBlock(c, out));
   } else {
     net_->push_back(nn::Conv2d(nn::Conv2dOptions(c, out, 3).padding(1)));
@@ -116,7 +134,7 @@ DecoderImpl::DecoderImpl(const std::string& name, const std::vector<int64_t>& sm
 torch::Tensor DecoderImpl::forward(const torch::Tensor& z) { return net_->forward(z); }
 
 void InversionOptions::validate() const {
-  DecoderSpec::parse(decoder);
+  decoder.validate();
   TESSERA_CHECK(epochs >= 1, "inversion epochs {} must be >= 1", epochs);
   TESSERA_CHECK(batch_size >= 2, "inversion batch size {} must be >= 2 (BN)", batch_size);
   TESSERA_CHECK(lr > 0.0, "inversion learning rate {} must be positive", lr);
@@ -228,7 +246,7 @@ InversionResult attack_training(ClientSide& client, const torch::Tensor& aux_ima
   Timer timer;
   Decoder decoder = train_decoder(client, aux_images, options);
   InversionResult result;
-  result.attack = options.decoder;
+  result.attack = decoder_name(options.decoder);
   result.reconstructions = decode_all(decoder, smashed_of(client, targets, transform));
   result.metrics = measure_inversion(result.reconstructions, targets);
   result.seconds = timer.elapsed_s();

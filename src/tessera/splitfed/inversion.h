@@ -22,18 +22,26 @@ namespace tessera::splitfed {
 /// pruning; research/sfl.md 3.5). An empty function is the identity.
 using SmashedTransform = std::function<torch::Tensor(const torch::Tensor& z)>;
 
+/// The decoder families of research/sfl.md 3.1: conv_norm (Conv3x3 + BN + ReLU blocks) and
+/// res_norm (pre-activation residual blocks).
+enum class DecoderKind { conv, residual };
+
+/// One decoder: "conv_normN{N}C{c}" or "res_normN{N}C{c}".
+struct DecoderSpec {
+  DecoderKind kind = DecoderKind::residual;
+  int64_t depth = 4;      ///< N: extra blocks at the smashed resolution, <= 16
+  int64_t channels = 64;  ///< c, in [1, 1024]
+  /// Throws tessera::Error for N > 16 or c outside [1, 1024].
+  void validate() const;
+  bool operator==(const DecoderSpec& other) const;
+  bool operator!=(const DecoderSpec& other) const { return !(*this == other); }
+};
+/// Parses "conv_normN{N}C{c}" / "res_normN{N}C{c}"; throws tessera::Error for any other name.
+DecoderSpec parse_decoder(const std::string& name);
+std::string decoder_name(const DecoderSpec& spec);
 /// The attack suite's decoder capacities, weakest first: conv_normN0C16, res_normN0C16,
 /// res_normN2C32, res_normN4C64 (research/sfl.md 3.1).
-const std::vector<std::string>& decoder_names();
-
-/// A decoder name parsed: "conv_normN{N}C{c}" or "res_normN{N}C{c}".
-struct DecoderSpec {
-  bool residual = false;
-  int64_t depth = 0;     ///< N: extra blocks at the smashed resolution
-  int64_t channels = 0;  ///< c
-  /// Throws tessera::Error for a name of neither form (or N > 16, c outside [1, 1024]).
-  static DecoderSpec parse(const std::string& name);
-};
+const std::vector<DecoderSpec>& decoder_suite();
 
 /// Pre-activation residual block BN-ReLU-Conv3x3-BN-ReLU-Conv3x3 + shortcut (1x1 conv + BN when
 /// the channel count changes), ResSFL `ResBlock`.
@@ -54,25 +62,25 @@ TORCH_MODULE(PreActBlock);
 class DecoderImpl : public torch::nn::Module {
  public:
   /// smashed_shape: per-sample {C_z, H_z, W_z}; image_shape: {C, S, S}. Throws tessera::Error for
-  /// an unknown name, smashed data that is not [C, H, W], or S / H_z that is not a power of two.
-  DecoderImpl(const std::string& name, const std::vector<int64_t>& smashed_shape,
+  /// a bad spec, smashed data that is not [C, H, W], or S / H_z that is not a power of two.
+  DecoderImpl(const DecoderSpec& spec, const std::vector<int64_t>& smashed_shape,
               const std::vector<int64_t>& image_shape);
   /// z: [B, C_z, H_z, W_z] -> x^: [B, C, S, S] in (0, 1).
   torch::Tensor forward(const torch::Tensor& z);
-  const std::string& name() const { return name_; }
+  const DecoderSpec& spec() const { return spec_; }
 
  private:
-  std::string name_;
+  DecoderSpec spec_;
   torch::nn::Sequential net_{nullptr};
 };
 TORCH_MODULE(Decoder);
 
 struct InversionOptions {
-  std::string decoder = "res_normN4C64";  ///< one of decoder_names() (any conv/res_norm name)
-  int64_t epochs = 50;                    ///< paper 50
-  int64_t batch_size = 32;                ///< paper 32
-  double lr = 1e-3;                       ///< Adam, paper 1e-3
-  double val_fraction = 0.1;              ///< held out of the auxiliary data; best epoch kept
+  DecoderSpec decoder;        ///< default res_normN4C64
+  int64_t epochs = 50;        ///< paper 50
+  int64_t batch_size = 32;    ///< paper 32
+  double lr = 1e-3;           ///< Adam, paper 1e-3
+  double val_fraction = 0.1;  ///< held out of the auxiliary data; best epoch kept
   uint64_t seed = 0;
   void validate() const;
 };

@@ -11,9 +11,10 @@
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/log.h"
+#include "tessera/core/progress.h"
+#include "tessera/core/random.h"
 #include "tessera/core/seed.h"
 #include "tessera/core/timer.h"
-#include "tessera/data/sampling.h"
 
 namespace tessera::splitfed {
 namespace {
@@ -39,13 +40,33 @@ std::mutex& torch_rng_mutex() {
 // ---------------------------------------------------------------------------------------------
 // SflOptions
 
+Ordering parse_ordering(const std::string& name) {
+  if (name == "v1") return Ordering::v1;
+  if (name == "v2") return Ordering::v2;
+  TESSERA_CHECK(false, "unknown SFL ordering '{}' (v1, v2)", name);
+  return Ordering::v2;
+}
+
+std::string ordering_name(Ordering ordering) { return ordering == Ordering::v1 ? "v1" : "v2"; }
+
+Partition parse_partition(const std::string& name) {
+  if (name == "iid") return Partition::iid;
+  if (name == "label_shards") return Partition::label_shards;
+  TESSERA_CHECK(false, "unknown partition '{}' (iid, label_shards)", name);
+  return Partition::iid;
+}
+
+std::string partition_name(Partition partition) {
+  return partition == Partition::label_shards ? "label_shards" : "iid";
+}
+
 nlohmann::json SflOptions::to_json() const {
   return {{"model", model.to_json()},
           {"split", split.to_json()},
           {"n_clients", n_clients},
-          {"ordering", ordering},
+          {"ordering", ordering_name(ordering)},
           {"sample_ratio", sample_ratio},
-          {"partition", partition},
+          {"partition", partition_name(partition)},
           {"shards_per_client", shards_per_client},
           {"epochs", epochs},
           {"batch_size", batch_size},
@@ -74,9 +95,12 @@ SflOptions SflOptions::from_json(const nlohmann::json& json) {
     o.model = models::ModelConfig::from_json(json.at("model"));
     if (json.contains("split")) o.split = SplitOptions::from_json(json.at("split"));
     read_field(json, "n_clients", o.n_clients);
-    read_field(json, "ordering", o.ordering);
+    if (json.contains("ordering"))
+      o.ordering = parse_ordering(json.at("ordering").get<std::string>());
     read_field(json, "sample_ratio", o.sample_ratio);
-    read_field(json, "partition", o.partition);
+    if (json.contains("partition")) {
+      o.partition = parse_partition(json.at("partition").get<std::string>());
+    }
     read_field(json, "shards_per_client", o.shards_per_client);
     read_field(json, "epochs", o.epochs);
     read_field(json, "batch_size", o.batch_size);
@@ -105,12 +129,8 @@ SflOptions SflOptions::from_json(const nlohmann::json& json) {
 void SflOptions::validate() const {
   TESSERA_CHECK(n_clients >= 1 && n_clients <= 1000, "n_clients {} must be in [1, 1000]",
                 n_clients);
-  TESSERA_CHECK(ordering == "v1" || ordering == "v2",
-                "ordering must be \"v1\" or \"v2\", got \"{}\"", ordering);
   TESSERA_CHECK(sample_ratio > 0.0 && sample_ratio <= 1.0, "sample_ratio {} must be in (0, 1]",
                 sample_ratio);
-  TESSERA_CHECK(partition == "iid" || partition == "label_shards",
-                "partition must be \"iid\" or \"label_shards\", got \"{}\"", partition);
   TESSERA_CHECK(shards_per_client >= 1, "shards_per_client {} must be >= 1", shards_per_client);
   TESSERA_CHECK(epochs >= 1, "epochs {} must be >= 1", epochs);
   TESSERA_CHECK(batch_size >= 1, "batch_size {} must be >= 1", batch_size);
@@ -194,6 +214,8 @@ struct SplitServer::Epoch {
   int64_t n_steps = 0;
   bool v1_pending = false;  ///< V1: gradients accumulated since the last server step
   Timer timer;
+  /// The epoch's accepted steps (a bar on a terminal, a log line every 30 s elsewhere).
+  std::unique_ptr<ProgressBar> progress;
 
   int64_t n() const { return static_cast<int64_t>(active.size()); }
   int64_t total_turns() const { return n_batches * n(); }
@@ -291,7 +313,7 @@ std::vector<int64_t> SplitServer::active_clients(int64_t epoch) const {
       1, static_cast<int64_t>(std::llround(options_.sample_ratio * options_.n_clients)));
   if (n_active >= options_.n_clients) return all;
   std::mt19937_64 rng = make_rng(options_.seed, 1000 + static_cast<uint64_t>(epoch));
-  data::shuffle_indices(all, rng);
+  random::shuffle(all, rng);
   all.resize(n_active);
   std::sort(all.begin(), all.end());
   return all;
@@ -354,6 +376,8 @@ void SplitServer::start_epoch_locked(int64_t epoch) {
   e->states.resize(e->n());
   train::set_learning_rate(*optimizer_, e->lr);
   optimizer_->zero_grad();
+  e->progress = std::make_unique<ProgressBar>(
+      fmt::format("sfl epoch {}/{}", epoch + 1, options_.epochs), e->total_turns());
   epoch_ = std::move(e);
   t_last_progress_us_ = now_us();
   changed_.notify_all();
@@ -363,7 +387,7 @@ void SplitServer::advance_turn_locked() {
   Epoch& e = *epoch_;
   auto step_if_batch_done = [&] {
     // V1: the server steps once per global batch, on gradients summed over its clients.
-    if (options_.ordering == "v1" && e.turn % e.n() == 0 && e.v1_pending) {
+    if (options_.ordering == Ordering::v1 && e.turn % e.n() == 0 && e.v1_pending) {
       optimizer_->step();
       optimizer_->zero_grad();
       e.v1_pending = false;
@@ -426,6 +450,7 @@ void SplitServer::maybe_finish_epoch_locked() {
 
 void SplitServer::finish_epoch_locked() {
   Epoch& e = *epoch_;
+  e.progress->finish();
   std::vector<State> states;
   int64_t n_dropped = 0;
   for (int64_t p = 0; p < e.n(); ++p) {
@@ -569,18 +594,21 @@ net::Message SplitServer::on_step(int64_t client, const net::Message& request) {
   torch::manual_seed(options_.seed * 1000003 + static_cast<uint64_t>(e->index) * 7919 +
                      static_cast<uint64_t>(my_turn) + 1);
   server_->train();
-  if (options_.ordering == "v2") optimizer_->zero_grad();
+  if (options_.ordering == Ordering::v2) optimizer_->zero_grad();
   torch::Tensor z_in = z.clone().requires_grad_(true);
   const torch::Tensor logits = server_->forward(z_in);
   const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
   loss.backward();
   torch::Tensor grad = z_in.grad().detach().clone();
-  if (options_.ordering == "v2") optimizer_->step();
+  if (options_.ordering == Ordering::v2) optimizer_->step();
   if (options_.grad_noise > 0.0) grad += options_.grad_noise * torch::rand_like(grad);
   e->loss_sum += loss.item<double>();
   e->correct += logits.argmax(1).eq(y).sum().item<int64_t>();
   e->seen += y.size(0);
   ++e->n_steps;
+  e->progress->update();
+  e->progress->set_postfix(
+      fmt::format("loss {:.3f}", e->loss_sum / static_cast<double>(e->n_steps)));
   e->v1_pending = true;
   for (const auto& observer : observers_) observer(client, z, y);
   advance_turn_locked();

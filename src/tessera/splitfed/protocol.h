@@ -42,17 +42,31 @@ namespace tessera::splitfed {
 /// (only when the client keeps a dropout layer) is not covered.
 std::mutex& torch_rng_mutex();
 
+/// How the active clients of an epoch share the one server model (research/sfl.md 1.2, the
+/// authors' naming).
+///  - v2: clients take turns on the server model, which steps after every client step.
+///  - v1: per global batch every active client sends its batch, the server gradients are summed
+///        over clients and the server steps once.
+enum class Ordering { v1, v2 };
+/// "v1" or "v2"; throws tessera::Error listing the valid names.
+Ordering parse_ordering(const std::string& name);
+std::string ordering_name(Ordering ordering);
+
+/// How the training samples are dealt to the clients: iid (a seeded shuffle cut into near-equal
+/// shards) or label_shards (non-IID, McMahan et al.).
+enum class Partition { iid, label_shards };
+/// "iid" or "label_shards"; throws tessera::Error listing the valid names.
+Partition parse_partition(const std::string& name);
+std::string partition_name(Partition partition);
+
 /// Everything both sides must agree on. Sent to every client in the join reply.
 struct SflOptions {
   models::ModelConfig model;
   SplitOptions split;
   int64_t n_clients = 3;
-  /// "v2": clients take turns on the one server model, which steps after every client step.
-  /// "v1": per global batch every active client sends its batch, server gradients are summed
-  ///       over clients and the server steps once (research/sfl.md 1.2, authors' naming).
-  std::string ordering = "v2";
-  double sample_ratio = 1.0;      ///< fraction of clients active per epoch (sampled, seeded)
-  std::string partition = "iid";  ///< "iid" or "label_shards" (non-IID)
+  Ordering ordering = Ordering::v2;
+  double sample_ratio = 1.0;  ///< fraction of clients active per epoch (sampled, seeded)
+  Partition partition = Partition::iid;
   int64_t shards_per_client = 2;  ///< label_shards only
   int64_t epochs = 10;
   int64_t batch_size = 64;  ///< per client and step

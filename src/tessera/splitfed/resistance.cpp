@@ -16,47 +16,87 @@
 
 namespace tessera::splitfed {
 
-const std::vector<std::string>& defense_names() {
-  static const std::vector<std::string> names = {"none",    "attacker_aware", "ressfl",
-                                                 "laplace", "gaussian",       "dropout",
-                                                 "topk",    "nopeek",         "bottleneck"};
-  return names;
+const std::vector<DefenseKind>& all_defenses() {
+  static const std::vector<DefenseKind> kinds = {
+      DefenseKind::none,    DefenseKind::attacker_aware, DefenseKind::ressfl,
+      DefenseKind::laplace, DefenseKind::gaussian,       DefenseKind::dropout,
+      DefenseKind::topk,    DefenseKind::nopeek,         DefenseKind::bottleneck};
+  return kinds;
+}
+
+std::string defense_name(DefenseKind kind) {
+  switch (kind) {
+    case DefenseKind::none:
+      return "none";
+    case DefenseKind::attacker_aware:
+      return "attacker_aware";
+    case DefenseKind::ressfl:
+      return "ressfl";
+    case DefenseKind::laplace:
+      return "laplace";
+    case DefenseKind::gaussian:
+      return "gaussian";
+    case DefenseKind::dropout:
+      return "dropout";
+    case DefenseKind::topk:
+      return "topk";
+    case DefenseKind::nopeek:
+      return "nopeek";
+    case DefenseKind::bottleneck:
+      return "bottleneck";
+  }
+  return "none";
+}
+
+DefenseKind parse_defense(const std::string& name) {
+  std::vector<std::string> names;
+  for (const DefenseKind kind : all_defenses()) {
+    if (defense_name(kind) == name) return kind;
+    names.push_back(defense_name(kind));
+  }
+  TESSERA_CHECK(false, "unknown defense '{}' (known: {})", name, fmt::join(names, ", "));
+  return DefenseKind::none;
 }
 
 void DefenseOptions::validate() const {
-  const auto& names = defense_names();
-  TESSERA_CHECK(std::find(names.begin(), names.end(), name) != names.end(),
-                "unknown defense '{}' (known: {})", name, fmt::join(names, ", "));
   TESSERA_CHECK(std::isfinite(lambda) && lambda >= 0.0,
                 "lambda {} must be a finite number >= 0 (hinge weight)", lambda);
   TESSERA_CHECK(std::isfinite(tau) && tau >= 0.0 && tau < 1.0,
                 "tau {} must be in [0, 1) (SSIM threshold)", tau);
-  DecoderSpec::parse(decoder);
+  decoder.validate();
   TESSERA_CHECK(interval >= 1, "decoder interval {} must be >= 1", interval);
   TESSERA_CHECK(inner_steps >= 1, "decoder inner steps {} must be >= 1", inner_steps);
   TESSERA_CHECK(decoder_lr > 0.0, "decoder learning rate {} must be positive", decoder_lr);
   TESSERA_CHECK(delta > 0.0 && delta < 1.0, "delta {} must be in (0, 1)", delta);
   const double s = effective_strength();
   TESSERA_CHECK(std::isfinite(s), "defense strength {} must be finite", s);
-  if (name == "dropout" || name == "topk") {
-    TESSERA_CHECK(s < 1.0, "{} strength {} must be in (0, 1)", name, s);
+  if (kind == DefenseKind::dropout || kind == DefenseKind::topk) {
+    TESSERA_CHECK(s < 1.0, "{} strength {} must be in (0, 1)", defense_name(kind), s);
   }
 }
 
 double DefenseOptions::effective_strength() const {
   if (strength > 0.0) return strength;
-  if (name == "laplace" || name == "gaussian") return 10.0;
-  if (name == "dropout") return 0.2;
-  if (name == "topk") return 0.6;
-  if (name == "nopeek") return 1.0;
-  return 0.0;
+  switch (kind) {
+    case DefenseKind::laplace:
+    case DefenseKind::gaussian:
+      return 10.0;
+    case DefenseKind::dropout:
+      return 0.2;
+    case DefenseKind::topk:
+      return 0.6;
+    case DefenseKind::nopeek:
+      return 1.0;
+    default:
+      return 0.0;
+  }
 }
 
 nlohmann::json DefenseOptions::to_json() const {
-  return {{"name", name},
+  return {{"name", defense_name(kind)},
           {"lambda", lambda},
           {"tau", tau},
-          {"decoder", decoder},
+          {"decoder", decoder_name(decoder)},
           {"interval", interval},
           {"hinge_every_batch", hinge_every_batch},
           {"inner_steps", inner_steps},
@@ -68,13 +108,16 @@ nlohmann::json DefenseOptions::to_json() const {
 
 SmashedTransform smashed_transform(const DefenseOptions& options, uint64_t stream) {
   options.validate();
-  const std::string& name = options.name;
-  if (name != "laplace" && name != "gaussian" && name != "dropout" && name != "topk") return {};
+  const DefenseKind kind = options.kind;
+  if (kind != DefenseKind::laplace && kind != DefenseKind::gaussian &&
+      kind != DefenseKind::dropout && kind != DefenseKind::topk) {
+    return {};
+  }
   const double s = options.effective_strength();
   auto gen = std::make_shared<torch::Generator>(
       at::make_generator<at::CPUGeneratorImpl>(options.seed * 7919 + stream + 1));
   auto mutex = std::make_shared<std::mutex>();
-  if (name == "laplace") {
+  if (kind == DefenseKind::laplace) {
     const double b = 1.0 / s;  // Laplace(0, 1/eps)
     return [=](const torch::Tensor& z) {
       torch::Tensor u;
@@ -87,14 +130,14 @@ SmashedTransform smashed_transform(const DefenseOptions& options, uint64_t strea
       return z + noise;
     };
   }
-  if (name == "gaussian") {
+  if (kind == DefenseKind::gaussian) {
     const double sigma = std::sqrt(2.0 * std::log(1.25 / options.delta)) / s;
     return [=](const torch::Tensor& z) {
       std::lock_guard<std::mutex> lock(*mutex);
       return z + sigma * torch::randn(z.sizes(), *gen, z.options());
     };
   }
-  if (name == "dropout") {
+  if (kind == DefenseKind::dropout) {
     return [=](const torch::Tensor& z) {
       std::lock_guard<std::mutex> lock(*mutex);
       return z * (torch::rand(z.sizes(), *gen, z.options()) >= s).to(z.dtype());
@@ -188,7 +231,7 @@ bool DefenseStrategy::step(StepContext& context, const torch::Tensor& x, const t
     std::lock_guard<std::mutex> lock(mutex_);
     last_ssim_ = image::ssim(reconstruction.detach(), x).item<double>();
   }
-  if (options_.name == "nopeek") {
+  if (options_.kind == DefenseKind::nopeek) {
     loss = loss + options_.effective_strength() * distance_correlation(x, z);
   }
   const torch::Tensor penalty = client_weight_penalty(model, context.options);
@@ -242,7 +285,7 @@ DefendedRun run_defended(const SflOptions& options, const DefenseOptions& defens
                          const std::vector<int64_t>& checkpoint_epochs, const State& initial_client,
                          const State& initial_server) {
   defense.validate();
-  TESSERA_CHECK(defense.name != "bottleneck" || options.split.bottleneck_channels > 0,
+  TESSERA_CHECK(defense.kind != DefenseKind::bottleneck || options.split.bottleneck_channels > 0,
                 "defense 'bottleneck' needs a split with bottleneck channels > 0");
   DefendedRun result;
   const auto wanted = [&](int64_t e) {

@@ -24,18 +24,32 @@
 
 namespace tessera::splitfed {
 
-/// none, attacker_aware, ressfl, laplace, gaussian, dropout, topk, nopeek, bottleneck.
-const std::vector<std::string>& defense_names();
+/// The MI defenses (research/sfl.md 3.2-3.5). attacker_aware and ressfl run the same client step
+/// (3.2); ressfl names the transfer step of 3.4 B (light decoder, every few batches). bottleneck
+/// is honest training of a split with SplitOptions::bottleneck_channels > 0.
+enum class DefenseKind {
+  none,
+  attacker_aware,
+  ressfl,
+  laplace,
+  gaussian,
+  dropout,
+  topk,
+  nopeek,
+  bottleneck
+};
+/// Every defense, in the order above.
+const std::vector<DefenseKind>& all_defenses();
+/// "none", "attacker_aware", ...; throws tessera::Error listing the valid names.
+DefenseKind parse_defense(const std::string& name);
+std::string defense_name(DefenseKind kind);
 
 struct DefenseOptions {
-  /// One of defense_names(). "attacker_aware" and "ressfl" run the same client step (3.2);
-  /// "ressfl" names the transfer step of 3.4 B (light decoder, every few batches). "bottleneck"
-  /// is honest training of a split with SplitOptions::bottleneck_channels > 0.
-  std::string name = "none";
-  double lambda = 0.3;                    ///< hinge weight (regularization_strength), >= 0
-  double tau = 0.5;                       ///< SSIM threshold (ssim_threshold), in [0, 1)
-  std::string decoder = "res_normN4C64";  ///< the defender's simulated attacker g_phi
-  int64_t interval = 1;                   ///< decoder step every `interval` batches (1 / 5)
+  DefenseKind kind = DefenseKind::none;
+  double lambda = 0.3;   ///< hinge weight (regularization_strength), >= 0
+  double tau = 0.5;      ///< SSIM threshold (ssim_threshold), in [0, 1)
+  DecoderSpec decoder;   ///< the defender's simulated attacker g_phi (default res_normN4C64)
+  int64_t interval = 1;  ///< decoder step every `interval` batches (1 / 5)
   /// RECONSTRUCTED (ResSFL's `optimize_computation`): false applies the SSIM hinge only on the
   /// batches where the decoder steps, so the whole adversarial part costs 1/interval; true
   /// applies it on every batch with the decoder of its last update.
@@ -49,10 +63,16 @@ struct DefenseOptions {
   double delta = 1e-4;  ///< Gaussian mechanism's delta
   uint64_t seed = 0;
 
-  /// Throws tessera::Error naming the first bad field (unknown name or decoder, lambda < 0,
-  /// tau outside [0, 1), interval or inner_steps < 1, a strength out of range).
+  /// Throws tessera::Error naming the first bad field (a bad decoder, lambda < 0, tau outside
+  /// [0, 1), interval or inner_steps < 1, a strength out of range).
   void validate() const;
-  bool attacker_aware() const { return name == "attacker_aware" || name == "ressfl"; }
+  bool attacker_aware() const {
+    return kind == DefenseKind::attacker_aware || kind == DefenseKind::ressfl;
+  }
+  /// Whether the defense is client-side work in a DefenseStrategy (not none or bottleneck).
+  bool needs_strategy() const {
+    return kind != DefenseKind::none && kind != DefenseKind::bottleneck;
+  }
   /// The strength in effect (the default when strength <= 0).
   double effective_strength() const;
   nlohmann::json to_json() const;

@@ -2,9 +2,11 @@
 #include "tessera/splitfed/runtime.h"
 
 #include <exception>
+#include <sstream>
 #include <thread>
 
 #include "tessera/core/error.h"
+#include "tessera/core/fs.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/core/timer.h"
 
@@ -78,11 +80,26 @@ RunResult serve_grpc(const SflOptions& options, ServerSettings settings,
   return result;
 }
 
+std::map<std::string, std::string> client_tokens(const std::string& path, const std::string& token,
+                                                 const SflOptions& options) {
+  std::map<std::string, std::string> tokens;
+  if (!path.empty()) {
+    std::istringstream in(read_file(path));
+    std::string id, secret;
+    while (in >> id >> secret) tokens[id] = secret;
+    TESSERA_CHECK(!tokens.empty(), "token file {} holds no 'client_id token' lines", path);
+  } else {
+    TESSERA_CHECK(!token.empty(), "the server needs --tokens FILE or --token SECRET");
+    for (int64_t i = 0; i < options.n_clients; ++i) tokens[options.client_id(i)] = token;
+  }
+  return tokens;
+}
+
 ClientReport run_grpc_client(const net::ClientOptions& net_options, const data::Dataset& train_set,
                              std::shared_ptr<ClientStrategy> strategy, int64_t stop_after_steps,
                              int64_t retry_ms) {
   SplitClient client(std::make_unique<GrpcLink>(net_options, retry_ms), train_set,
-                     std::move(strategy));
+                     std::move(strategy), /*show_progress=*/true);
   return client.run(stop_after_steps);
 }
 

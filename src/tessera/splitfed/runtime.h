@@ -40,6 +40,11 @@ RunResult serve_grpc(const SflOptions& options, ServerSettings settings,
                      const net::ServerOptions& net_options, int64_t linger_ms = 2000,
                      const std::function<void(int port)>& on_listening = {});
 
+/// The server's per-client secrets: `path`, a file of "client_id token" lines, or (no path) the
+/// one `token` for every client id of the run. Throws tessera::Error when neither gives any.
+std::map<std::string, std::string> client_tokens(const std::string& path, const std::string& token,
+                                                 const SflOptions& options);
+
 /// gRPC client process: joins `net_options.address` as `net_options.client_id`.
 ClientReport run_grpc_client(const net::ClientOptions& net_options, const data::Dataset& train_set,
                              std::shared_ptr<ClientStrategy> strategy = nullptr,

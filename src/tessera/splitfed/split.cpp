@@ -11,17 +11,12 @@
 namespace tessera::splitfed {
 namespace {
 
-bool counted(const std::string& kind, const std::string& convention) {
+bool counted(const std::string& kind, LayerConvention convention) {
   if (kind == "conv" || kind == "block" || kind == "fc" || kind == "encoder" || kind == "head" ||
       kind == "patch_embed") {
     return true;
   }
-  return convention == "units" && kind == "pool";
-}
-
-void check_convention(const std::string& convention) {
-  TESSERA_CHECK(convention == "weights" || convention == "units",
-                "server-layer convention must be \"weights\" or \"units\", got \"{}\"", convention);
+  return convention == LayerConvention::units && kind == "pool";
 }
 
 }  // namespace
@@ -130,9 +125,18 @@ std::pair<ClientSide, ServerSide> make_split(const models::ModelConfig& config,
   return {ClientSide(models::create(config), options), ServerSide(models::create(config), options)};
 }
 
-int64_t cut_for_server_layers(models::Model& model, int64_t n_layers,
-                              const std::string& convention) {
-  check_convention(convention);
+LayerConvention parse_layer_convention(const std::string& name) {
+  if (name == "weights") return LayerConvention::weights;
+  if (name == "units") return LayerConvention::units;
+  TESSERA_CHECK(false, "unknown server-layer convention '{}' (weights, units)", name);
+  return LayerConvention::weights;
+}
+
+std::string layer_convention_name(LayerConvention convention) {
+  return convention == LayerConvention::units ? "units" : "weights";
+}
+
+int64_t cut_for_server_layers(models::Model& model, int64_t n_layers, LayerConvention convention) {
   const auto& units = model->units();
   int64_t count = 0;
   for (int64_t k = static_cast<int64_t>(units.size()) - 1; k >= 1; --k) {
@@ -142,12 +146,11 @@ int64_t cut_for_server_layers(models::Model& model, int64_t n_layers,
   TESSERA_CHECK(false,
                 "{} server-side layers ({} convention) is not possible in model '{}': it has {} "
                 "such layers after the first unit",
-                n_layers, convention, model->config().name, count);
+                n_layers, layer_convention_name(convention), model->config().name, count);
   return 0;
 }
 
-int64_t server_layers_of_cut(models::Model& model, int64_t cut, const std::string& convention) {
-  check_convention(convention);
+int64_t server_layers_of_cut(models::Model& model, int64_t cut, LayerConvention convention) {
   const auto& units = model->units();
   TESSERA_CHECK(cut >= 1 && cut < static_cast<int64_t>(units.size()),
                 "cut {} does not exist in model '{}'", cut, model->config().name);

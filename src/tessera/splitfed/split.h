@@ -70,16 +70,21 @@ std::pair<ClientSide, ServerSide> make_split(const models::ModelConfig& config,
                                              const SplitOptions& options);
 
 /// How "server-side layers" are counted (research/sfl.md 1.4, ambiguous in the papers' code).
-///  - "weights" (default; EMGAN/README convention): conv, block and fc units count; a pool stays
+///  - weights (default; EMGAN/README convention): conv, block and fc units count; a pool stays
 ///    with the conv before it, so VGG-11 with 5 server layers is conv,conv+pool,fc,fc,fc (cut 10).
-///  - "units" (offline attack code): conv, block, pool and fc units count, from the right.
+///  - units (offline attack code): conv, block, pool and fc units count, from the right.
+enum class LayerConvention { weights, units };
+/// "weights" or "units"; throws tessera::Error listing the valid names.
+LayerConvention parse_layer_convention(const std::string& name);
+std::string layer_convention_name(LayerConvention convention);
+
 /// Returns the cut k such that units [k, n) hold exactly `n_layers` counted units and start
 /// with a counted unit. Throws tessera::Error if n_layers is not in [1, max].
 int64_t cut_for_server_layers(models::Model& model, int64_t n_layers,
-                              const std::string& convention = "weights");
+                              LayerConvention convention = LayerConvention::weights);
 /// Counted server-side layers of a cut under a convention (inverse of cut_for_server_layers).
 int64_t server_layers_of_cut(models::Model& model, int64_t cut,
-                             const std::string& convention = "weights");
+                             LayerConvention convention = LayerConvention::weights);
 
 /// Named parameters and buffers of a module ("state"), detached and cloned.
 using State = std::vector<std::pair<std::string, torch::Tensor>>;

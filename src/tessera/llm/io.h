@@ -1,0 +1,27 @@
+// Tessera LLM files: one .safetensors holding the Llama weights (Tessera names, float32), the
+// architecture in metadata "tessera.arch" ({"name": "llama", ...config}) and the tokenizer in
+// "tessera.tokenizer", so `--model m.safetensors` rebuilds model and tokenizer without flags.
+#pragma once
+
+#include <string>
+
+#include "tessera/llm/llama.h"
+#include "tessera/llm/tokenizer.h"
+
+namespace tessera::llm {
+
+struct LlmBundle {
+  Llama model{nullptr};
+  Tokenizer tokenizer;
+};
+
+/// Atomic write (an existing file is replaced only when the new one is complete).
+void save_llm(const std::string& path, const Llama& model, const Tokenizer& tokenizer);
+/// Checks the architecture, that every tensor is present with the configured shape, and that
+/// no unknown tensor is present; throws tessera::Error naming the problem.
+LlmBundle load_llm(const std::string& path);
+
+/// Copies `value` (any float dtype, converted) into `target` after checking the shape.
+void assign_weight(torch::Tensor& target, const torch::Tensor& value, const std::string& name);
+
+}  // namespace tessera::llm

@@ -1,0 +1,611 @@
+// The model-inversion tasks, attack suite, attack-mi, defended training and the MI benchmark
+// (see bench_inversion.h).
+#include "tessera/splitfed/bench_inversion.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <limits>
+#include <sstream>
+
+#include "tessera/core/error.h"
+#include "tessera/core/image.h"
+#include "tessera/core/log.h"
+#include "tessera/core/seed.h"
+#include "tessera/core/svg.h"
+#include "tessera/core/timer.h"
+#include "tessera/splitfed/runtime.h"
+
+namespace tessera::splitfed {
+namespace {
+
+std::vector<int64_t> parse_integers(const std::string& text, const std::string& what) {
+  std::vector<int64_t> values;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    try {
+      values.push_back(std::stoll(item, &used));
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    TESSERA_CHECK(used > 0 && used == item.size(), "{}: '{}' is not an integer", what, item);
+  }
+  TESSERA_CHECK(!values.empty(), "{} is empty", what);
+  return values;
+}
+
+std::string f4(double v) { return fmt::format("{:.4f}", v); }
+
+std::vector<std::string> decoder_names(const std::vector<DecoderSpec>& specs) {
+  std::vector<std::string> names;
+  for (const auto& s : specs) names.push_back(decoder_name(s));
+  return names;
+}
+
+}  // namespace
+
+std::vector<int64_t> parse_classes(const std::string& text) {
+  if (text == "all") return {};
+  const auto dash = text.find('-');
+  if (dash != std::string::npos && text.find(',') == std::string::npos) {
+    const auto range =
+        parse_integers(text.substr(0, dash) + "," + text.substr(dash + 1), "the class range");
+    TESSERA_CHECK(range.size() == 2 && range[0] <= range[1], "classes '{}' are not a range a-b",
+                  text);
+    std::vector<int64_t> classes;
+    for (int64_t c = range[0]; c <= range[1]; ++c) classes.push_back(c);
+    return classes;
+  }
+  return parse_integers(text, "the class list");
+}
+
+std::string classes_name(const std::vector<int64_t>& classes) {
+  if (classes.empty()) return "all";
+  bool range = classes.size() > 1;
+  for (size_t i = 1; i < classes.size(); ++i) range = range && classes[i] == classes[i - 1] + 1;
+  if (range) return fmt::format("{}-{}", classes.front(), classes.back());
+  return fmt::format("{}", fmt::join(classes, ","));
+}
+
+Task load_task(const DataOptions& data, int64_t image_size, const std::vector<int64_t>& classes) {
+  const bool cifar = data.source == DataSource::cifar10 || data.source == DataSource::cifar100;
+  TESSERA_CHECK(!cifar || classes.empty(), "--classes applies to Fashion-MNIST only");
+  for (const int64_t c : classes) {
+    TESSERA_CHECK(c >= 0 && c < 10, "--classes: Fashion-MNIST has no class {}", c);
+  }
+  Task t;
+  t.train = load_split(data, "train", image_size);
+  t.test = load_split(data, "test", image_size);
+  if (!classes.empty()) {
+    t.train = t.train.filter_classes(classes);
+    t.test = t.test.filter_classes(classes);
+  }
+  t.num_classes =
+      cifar ? t.train.num_classes : (classes.empty() ? 10 : static_cast<int64_t>(classes.size()));
+  t.channels = t.train.channels();
+  if (data.train_samples > 0 && data.train_samples < t.train.size()) {
+    t.train = t.train.head(data.train_samples);
+  }
+  if (data.test_samples > 0 && data.test_samples < t.test.size()) {
+    t.test = t.test.head(data.test_samples);
+  }
+  return t;
+}
+
+SflOptions task_options(const SflRunOptions& run, const Task& task) {
+  SflRunOptions r = run;
+  r.sfl.model.num_classes = task.num_classes;
+  r.sfl.model.in_channels = task.channels;
+  return r.resolve(task.train.size());
+}
+
+void MiAttackOptions::validate() const {
+  for (const auto& d : decoders) d.validate();
+  TESSERA_CHECK(epochs >= 1, "--attack-epochs {} must be >= 1", epochs);
+  TESSERA_CHECK(targets >= 1 && aux >= 4, "--targets {} must be >= 1 and --aux {} >= 4", targets,
+                aux);
+  TESSERA_CHECK(optimization_steps >= 0, "--optimization-steps {} must be >= 0",
+                optimization_steps);
+  TESSERA_CHECK(!decoders.empty() || optimization_steps > 0,
+                "no MI attack: give --decoders or --optimization-steps");
+}
+
+nlohmann::json MiAttackOptions::to_json() const {
+  return {{"decoders", decoder_names(decoders)},
+          {"attack_epochs", epochs},
+          {"targets", targets},
+          {"aux", aux},
+          {"optimization_steps", optimization_steps},
+          {"optimization_lr", optimization_lr}};
+}
+
+AttackData attack_data(const data::Dataset& test, int64_t n_targets, int64_t n_aux) {
+  TESSERA_CHECK(n_targets >= 1 && n_aux >= 4, "--targets {} must be >= 1 and --aux {} >= 4",
+                n_targets, n_aux);
+  TESSERA_CHECK(n_targets + n_aux <= test.size(),
+                "--targets {} + --aux {} exceed the task's {} test images", n_targets, n_aux,
+                test.size());
+  return {test.images.slice(0, 0, n_targets), test.images.slice(0, n_targets, n_targets + n_aux)};
+}
+
+std::vector<InversionResult> run_mi_attacks(ClientSide& client, const AttackData& data,
+                                            const MiAttackOptions& options, uint64_t seed,
+                                            const SmashedTransform& transform) {
+  std::vector<InversionResult> results;
+  for (const auto& decoder : options.decoders) {
+    InversionOptions o;
+    o.decoder = decoder;
+    o.epochs = options.epochs;
+    o.seed = seed;
+    results.push_back(attack_training(client, data.aux, data.targets, o, transform));
+  }
+  if (options.optimization_steps > 0) {
+    OptimizationInversionOptions o;
+    o.steps = options.optimization_steps;
+    o.lr = options.optimization_lr;
+    results.push_back(attack_optimization(client, data.targets, o, transform));
+  }
+  return results;
+}
+
+size_t strongest(const std::vector<InversionResult>& results) {
+  TESSERA_CHECK(!results.empty(), "no MI attack ran");
+  size_t best = 0;
+  for (size_t i = 1; i < results.size(); ++i) {
+    if (results[i].metrics.mse < results[best].metrics.mse) best = i;
+  }
+  return best;
+}
+
+InversionMetrics mean_image_reference(const AttackData& data) {
+  return measure_inversion(data.aux.mean(0, true).expand_as(data.targets), data.targets);
+}
+
+std::string reference_line(const InversionMetrics& m) {
+  return fmt::format(
+      "no-information reference (mean auxiliary image for every target): MSE {:.4f}, SSIM "
+      "{:.4f}, PSNR {:.2f} dB\n",
+      m.mse, m.ssim, m.psnr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sfl attack-mi
+
+void AttackMiOptions::validate() const {
+  TESSERA_CHECK(!run.empty(), "--run: no saved run given");
+  data.validate();
+  attack.validate();
+  defense.validate();
+}
+
+nlohmann::json AttackMiOptions::to_json() const {
+  return {{"run", run},
+          {"data", data.to_json()},
+          {"classes", classes_name(classes)},
+          {"attack", attack.to_json()},
+          {"defense", defense_name(defense.kind)},
+          {"strength", defense.effective_strength()},
+          {"seed", seed}};
+}
+
+AttackMiResult attack_mi(const AttackMiOptions& options) {
+  options.validate();
+  seed_everything(options.seed);
+  const SavedRun run = load_run(options.run);
+  DataOptions data = options.data;
+  data.train_samples = 1;  // the attack reads only the test split
+  data.test_samples = 0;
+  const Task task = load_task(data, run.options.model.image_size, options.classes);
+  TESSERA_CHECK(task.num_classes == run.options.model.num_classes,
+                "the run has {} classes but --classes gives {}", run.options.model.num_classes,
+                task.num_classes);
+  const AttackData d = attack_data(task.test, options.attack.targets, options.attack.aux);
+  auto [client, server] = restore_split(run.options, run.client, run.server);
+  DefenseOptions defense = options.defense;
+  defense.seed = options.seed;
+  const auto transform = smashed_transform(defense, 1000003);
+  AttackMiResult result;
+  result.accuracy = defended_accuracy(client, server, task.test, transform);
+  result.attacks = run_mi_attacks(client, d, options.attack, options.seed, transform);
+  result.strongest = strongest(result.attacks);
+  result.reference = mean_image_reference(d);
+  result.targets = d.targets;
+  return result;
+}
+
+Table AttackMiResult::table() const {
+  Table table({"attack", "MSE", "SSIM", "PSNR dB", "s"});
+  for (const auto& r : attacks) {
+    table.add_row({r.attack, f4(r.metrics.mse), f4(r.metrics.ssim),
+                   fmt::format("{:.2f}", r.metrics.psnr), fmt::format("{:.1f}", r.seconds)});
+  }
+  return table;
+}
+
+std::string AttackMiResult::summary() const {
+  const auto& best = attacks.at(strongest);
+  return fmt::format(
+             "test accuracy {:.2f}%; strongest attack {}: MSE {:.4f}, SSIM {:.4f}, PSNR {:.2f} "
+             "dB\n",
+             100 * accuracy, best.attack, best.metrics.mse, best.metrics.ssim, best.metrics.psnr) +
+         reference_line(reference);
+}
+
+nlohmann::json AttackMiResult::to_json() const {
+  nlohmann::json j;
+  j["attacks"] = nlohmann::json::array();
+  for (const auto& r : attacks) j["attacks"].push_back(r.to_json());
+  j["mean_image_reference"] = reference.to_json();
+  j["accuracy"] = accuracy;
+  return j;
+}
+
+torch::Tensor AttackMiResult::grid() const {
+  const int64_t n = std::min<int64_t>(8, targets.size(0));
+  std::vector<torch::Tensor> rows = {targets.slice(0, 0, n)};
+  std::vector<std::string> labels = {"originals"};
+  for (const auto& r : attacks) {
+    rows.push_back(r.reconstructions.slice(0, 0, n));
+    labels.push_back(r.attack);
+  }
+  return image::labelled_grid(rows, labels);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sfl pretrain, sfl train-defended
+
+DefendedTrainOptions::DefendedTrainOptions() { run.sfl.split.cut = 4; }
+
+DefendedTrainOptions DefendedTrainOptions::expert_pretraining() {
+  DefendedTrainOptions o;
+  o.run.sfl.split.bottleneck_channels = 8;
+  o.run.sfl.n_clients = 1;
+  o.classes = {0, 1, 2, 3, 4};
+  o.defense.kind = DefenseKind::attacker_aware;
+  return o;
+}
+
+void DefendedTrainOptions::validate() const {
+  run.validate();
+  defense.validate();
+}
+
+nlohmann::json DefendedTrainOptions::to_json() const {
+  return {{"run", run.to_json()},
+          {"classes", classes_name(classes)},
+          {"defense", defense.to_json()},
+          {"from", from}};
+}
+
+DefendedTrainResult train_defended(const DefendedTrainOptions& options) {
+  options.validate();
+  const Task t = load_task(options.run.data, options.run.sfl.model.image_size, options.classes);
+  DefendedTrainResult result;
+  result.sfl = task_options(options.run, t);
+  result.defense = options.defense;
+  result.defense.seed = result.sfl.seed;
+  State client, server;
+  if (!options.from.empty()) {
+    const SavedRun expert = load_run(options.from);
+    std::tie(client, server) =
+        transfer_states(result.sfl, expert.options, expert.client, expert.server);
+  }
+  result.run = run_defended(result.sfl, result.defense, t.train, t.test, {}, client, server);
+  return result;
+}
+
+Table DefendedTrainResult::table() const { return history_table(run.run.history); }
+
+std::string DefendedTrainResult::summary() const {
+  return fmt::format(
+      "SFL with defense {} ({} clients, cut {}, bottleneck {}): test accuracy {:.2f}%, client "
+      "compute {:.2f} ms/step, {:.1f} s\n",
+      defense_name(defense.kind), sfl.n_clients, sfl.split.cut, sfl.split.bottleneck_channels,
+      100 * run.accuracy, 1000 * run.client_seconds_per_step, run.run.seconds);
+}
+
+std::string DefendedTrainResult::to_string() const { return table().to_string() + summary(); }
+
+nlohmann::json DefendedTrainResult::to_json() const {
+  nlohmann::json j = run.to_json();
+  j["sfl"] = sfl.to_json();
+  j["defense"] = defense.to_json();
+  return j;
+}
+
+// ---------------------------------------------------------------------------------------------
+// sfl bench-mi
+
+MiTaskPair parse_mi_task_pair(const std::string& name) {
+  if (name == "fmnist") return MiTaskPair::fmnist;
+  if (name == "cifar") return MiTaskPair::cifar;
+  TESSERA_CHECK(false, "--dataset '{}' must be fmnist or cifar", name);
+  return MiTaskPair::fmnist;
+}
+
+std::string mi_task_pair_name(MiTaskPair pair) {
+  return pair == MiTaskPair::cifar ? "cifar" : "fmnist";
+}
+
+MiBenchOptions::MiBenchOptions() {
+  run.sfl.split.cut = 4;
+  run.sfl.n_clients = 2;
+  run.sfl.epochs = 10;
+  run.data.train_samples = 3000;
+  run.data.test_samples = 2000;
+  attack.aux = 1000;
+}
+
+void MiBenchOptions::validate() const {
+  run.validate();
+  attack.validate();
+  TESSERA_CHECK(expert_epochs >= 1, "--expert-epochs {} must be >= 1", expert_epochs);
+  TESSERA_CHECK(bottleneck >= 1, "--defense-bottleneck {} must be >= 1", bottleneck);
+  TESSERA_CHECK(transfer_client_lr > 0.0, "--transfer-client-lr {} must be positive",
+                transfer_client_lr);
+  TESSERA_CHECK(!defenses.empty(), "--defenses is empty");
+  for (const DefenseKind kind : defenses) {
+    DefenseOptions probe;
+    probe.kind = kind;
+    probe.lambda = lambda;
+    probe.tau = tau;
+    probe.interval = transfer_interval;
+    probe.decoder = expert_decoder;
+    probe.validate();  // bad lambda / tau / interval fail before any training
+  }
+  transfer_decoder.validate();
+  checkpoint_decoder.validate();
+  if (tasks == MiTaskPair::fmnist) {
+    for (const int64_t c : source_classes) {
+      TESSERA_CHECK(
+          std::find(target_classes.begin(), target_classes.end(), c) == target_classes.end(),
+          "source and target classes must be disjoint; both hold {}", c);
+    }
+  }
+}
+
+nlohmann::json MiBenchOptions::to_json() const {
+  std::vector<std::string> names;
+  for (const DefenseKind kind : defenses) names.push_back(defense_name(kind));
+  return {{"run", run.to_json()},
+          {"attack", attack.to_json()},
+          {"dataset", mi_task_pair_name(tasks)},
+          {"source_classes", classes_name(source_classes)},
+          {"target_classes", classes_name(target_classes)},
+          {"expert_epochs", expert_epochs},
+          {"bottleneck", bottleneck},
+          {"lambda", lambda},
+          {"tau", tau},
+          {"expert_decoder", decoder_name(expert_decoder)},
+          {"transfer_decoder", decoder_name(transfer_decoder)},
+          {"transfer_interval", transfer_interval},
+          {"hinge_every_batch", hinge_every_batch},
+          {"transfer_client_lr", transfer_client_lr},
+          {"defenses", names},
+          {"checkpoints", checkpoints},
+          {"checkpoint_decoder", decoder_name(checkpoint_decoder)}};
+}
+
+MiTasks load_mi_tasks(const MiBenchOptions& options) {
+  const int64_t size = options.run.sfl.model.image_size;
+  if (options.tasks == MiTaskPair::cifar) {  // CIFAR-10 -> CIFAR-100, as in the paper
+    DataOptions source = options.run.data, target = options.run.data;
+    source.source = DataSource::cifar10;
+    source.cifar_dir = options.cifar10_dir;
+    target.source = DataSource::cifar100;
+    target.cifar_dir = options.cifar100_dir;
+    return {load_task(source, size, {}), load_task(target, size, {})};
+  }
+  return {load_task(options.run.data, size, options.source_classes),
+          load_task(options.run.data, size, options.target_classes)};
+}
+
+namespace {
+
+/// The row's defended run: ResSFL's two steps for ressfl, else one run from scratch.
+DefendedRun train_mi_row(DefenseKind kind, const MiBenchOptions& b, const MiTasks& tasks,
+                         const std::vector<int64_t>& checkpoint_epochs, SflOptions& o,
+                         DefenseOptions& defense) {
+  SflRunOptions run = b.run;
+  defense.kind = kind;
+  defense.lambda = b.lambda;
+  defense.tau = b.tau;
+  defense.hinge_every_batch = b.hinge_every_batch;
+  defense.seed = run.sfl.seed;
+  const bool bottlenecked = kind == DefenseKind::bottleneck ||
+                            kind == DefenseKind::attacker_aware || kind == DefenseKind::ressfl;
+  run.sfl.split.bottleneck_channels = bottlenecked ? b.bottleneck : 0;
+  State init_client, init_server;
+  if (kind == DefenseKind::attacker_aware) {
+    defense.decoder = b.expert_decoder;  // from scratch with the strong simulated attacker
+    defense.interval = 1;
+  }
+  if (kind == DefenseKind::ressfl) {
+    // Step A: expert pre-training on the source task (one client, strong attacker, 3.4 A).
+    SflRunOptions expert_run = run;
+    expert_run.sfl.n_clients = 1;
+    expert_run.sfl.epochs = b.expert_epochs;
+    const SflOptions os = task_options(expert_run, tasks.source);
+    DefenseOptions expert = defense;
+    expert.kind = DefenseKind::attacker_aware;
+    expert.decoder = b.expert_decoder;
+    expert.interval = 1;
+    Timer timer;
+    const DefendedRun e = run_defended(os, expert, tasks.source.train, tasks.source.test);
+    log::info("ResSFL expert: source accuracy {:.2f}% after {} epochs ({:.1f} s)", 100 * e.accuracy,
+              os.epochs, timer.elapsed_s());
+    // Step B: transfer with a small client learning rate and a light decoder (3.4 B).
+    run.sfl.client_lr = b.transfer_client_lr;
+    defense.decoder = b.transfer_decoder;
+    defense.interval = b.transfer_interval;
+    const SflOptions ot = task_options(run, tasks.target);
+    std::tie(init_client, init_server) =
+        transfer_states(ot, os, e.run.client_state, e.run.server_state);
+  }
+  o = task_options(run, tasks.target);
+  return run_defended(o, defense, tasks.target.train, tasks.target.test, checkpoint_epochs,
+                      init_client, init_server);
+}
+
+}  // namespace
+
+MiRow run_mi_row(DefenseKind kind, const MiBenchOptions& b, const MiTasks& tasks,
+                 const AttackData& d, const std::vector<int64_t>& checkpoint_epochs) {
+  SflOptions o;
+  DefenseOptions defense;
+  const DefendedRun r = train_mi_row(kind, b, tasks, checkpoint_epochs, o, defense);
+  const std::string name = defense_name(kind);
+  MiRow row;
+  row.defense = kind;
+  row.accuracy = r.accuracy;
+  row.client_seconds_per_step = r.client_seconds_per_step;
+  auto [client, server] = restore_split(o, r.run.client_state, r.run.server_state);
+  const auto transform = smashed_transform(defense, 1000003);
+  const auto results = run_mi_attacks(client, d, b.attack, o.seed, transform);
+  row.mse = std::numeric_limits<double>::infinity();
+  row.ssim = row.psnr = -std::numeric_limits<double>::infinity();
+  for (const auto& res : results) {
+    row.mse = std::min(row.mse, res.metrics.mse);
+    row.ssim = std::max(row.ssim, res.metrics.ssim);
+    row.psnr = std::max(row.psnr, res.metrics.psnr);
+    log::info("MI {} vs {}: MSE {:.4f} SSIM {:.4f} PSNR {:.2f}", res.attack, name, res.metrics.mse,
+              res.metrics.ssim, res.metrics.psnr);
+  }
+  const auto& best = results[strongest(results)];
+  row.strongest = best.attack;
+  row.reconstructions = best.reconstructions;
+  for (const auto& [epoch, state] : r.checkpoints) {
+    auto [c, s] = make_split(o.model, o.split);
+    load_state(*c, state);
+    InversionOptions io;
+    io.decoder = b.checkpoint_decoder;
+    io.epochs = b.attack.epochs;
+    io.seed = o.seed;
+    const auto m = attack_training(c, d.aux, d.targets, io, transform);
+    row.checkpoints.emplace_back(epoch, m.metrics);
+    log::info("MI checkpoint {} epoch {}: MSE {:.4f} SSIM {:.4f}", name, epoch, m.metrics.mse,
+              m.metrics.ssim);
+  }
+  return row;
+}
+
+MiBenchResult bench_mi(const MiBenchOptions& options) {
+  options.validate();
+  const MiTasks tasks = load_mi_tasks(options);
+  const AttackData d = attack_data(tasks.target.test, options.attack.targets, options.attack.aux);
+  std::vector<int64_t> checkpoints;
+  for (const int64_t e : options.checkpoints) {
+    if (e <= options.run.sfl.epochs) checkpoints.push_back(e);
+  }
+  MiBenchResult result;
+  result.options = options;
+  for (const DefenseKind kind : options.defenses) {
+    const bool track = kind == DefenseKind::attacker_aware || kind == DefenseKind::ressfl;
+    result.rows.push_back(
+        run_mi_row(kind, options, tasks, d, track ? checkpoints : std::vector<int64_t>{}));
+  }
+  result.reference = mean_image_reference(d);
+  result.targets = d.targets;
+  return result;
+}
+
+namespace {
+
+const MiRow* plain_row(const std::vector<MiRow>& rows) {
+  for (const auto& r : rows) {
+    if (r.defense == DefenseKind::none) return &r;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Table MiBenchResult::table() const {
+  Table table({"defense", "target acc %", "acc drop (pts)", "attack MSE", "SSIM", "PSNR dB",
+               "strongest attack", "client compute (x plain)"});
+  const MiRow* base = plain_row(rows);
+  for (const auto& r : rows) {
+    table.add_row(
+        {defense_name(r.defense), percent(r.accuracy),
+         base ? fmt::format("{:.2f}", 100 * (base->accuracy - r.accuracy)) : "-", f4(r.mse),
+         f4(r.ssim), fmt::format("{:.2f}", r.psnr), r.strongest,
+         base ? fmt::format("{:.2f}", r.client_seconds_per_step / base->client_seconds_per_step)
+              : "-"});
+  }
+  return table;
+}
+
+Table MiBenchResult::checkpoint_table() const {
+  Table table({"epoch", "defense", "attack MSE", "SSIM", "PSNR dB"});
+  for (const auto& r : rows) {
+    for (const auto& [epoch, m] : r.checkpoints) {
+      table.add_row(
+          {std::to_string(epoch),
+           r.defense == DefenseKind::ressfl ? "ResSFL transfer" : "attacker-aware from scratch",
+           f4(m.mse), f4(m.ssim), fmt::format("{:.2f}", m.psnr)});
+    }
+  }
+  return table;
+}
+
+std::string MiBenchResult::to_string() const {
+  std::string out = table().to_string() + reference_line(reference) + "\n";
+  const Table ck = checkpoint_table();
+  if (ck.n_rows() > 0) out += ck.to_string();
+  return out;
+}
+
+nlohmann::json MiBenchResult::to_json() const {
+  nlohmann::json j;
+  j["rows"] = nlohmann::json::array();
+  j["checkpoints"] = nlohmann::json::array();
+  for (const auto& r : rows) {
+    j["rows"].push_back({{"defense", defense_name(r.defense)},
+                         {"accuracy", r.accuracy},
+                         {"mse", r.mse},
+                         {"ssim", r.ssim},
+                         {"psnr", r.psnr},
+                         {"strongest", r.strongest},
+                         {"client_seconds_per_step", r.client_seconds_per_step}});
+    for (const auto& [epoch, m] : r.checkpoints) {
+      j["checkpoints"].push_back(
+          {{"defense", defense_name(r.defense)}, {"epoch", epoch}, {"metrics", m.to_json()}});
+    }
+  }
+  j["mean_image_reference"] = reference.to_json();
+  return j;
+}
+
+torch::Tensor MiBenchResult::grid() const {
+  std::vector<torch::Tensor> grid_rows = {targets.slice(0, 0, 8)};
+  std::vector<std::string> labels = {"originals"};
+  for (const auto& r : rows) {
+    grid_rows.push_back(r.reconstructions.slice(0, 0, 8));
+    labels.push_back(defense_name(r.defense));
+  }
+  return image::labelled_grid(grid_rows, labels);
+}
+
+std::string MiBenchResult::grid_caption() const {
+  std::vector<std::string> names;
+  for (const auto& r : rows) names.push_back(defense_name(r.defense));
+  return fmt::format("originals, then one row per defense: {}", fmt::join(names, ","));
+}
+
+std::string MiBenchResult::svg() const {
+  SvgPlot plot("Model inversion: reconstruction error against accuracy", "target accuracy %",
+               "strongest attack's MSE (higher: better defended)");
+  double lo = 100.0, hi = 0.0;
+  for (const auto& r : rows) {
+    plot.add_series({defense_name(r.defense), {{100 * r.accuracy, r.mse}}, false});
+    lo = std::min(lo, 100 * r.accuracy);
+    hi = std::max(hi, 100 * r.accuracy);
+  }
+  plot.add_series({"no-information reference", {{lo, reference.mse}, {hi, reference.mse}}});
+  return plot.render();
+}
+
+}  // namespace tessera::splitfed

@@ -1,0 +1,226 @@
+// The model-inversion experiments of ResSFL (arXiv 2205.04007, research/sfl.md 3): the tasks
+// (disjoint class splits, CIFAR-10 -> CIFAR-100), the attack suite against one client side,
+// `sfl attack-mi`, defended training (`sfl pretrain`, `sfl train-defended`) and the benchmark
+// `sfl bench-mi` with ResSFL's two-step protocol (expert pre-training, then resistance transfer).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tessera/core/table.h"
+#include "tessera/data/dataset.h"
+#include "tessera/splitfed/bench_common.h"
+#include "tessera/splitfed/inversion.h"
+#include "tessera/splitfed/resistance.h"
+
+namespace tessera::splitfed {
+
+/// "all", "0-4" or "5,6,7" -> class indices (empty = all classes); throws tessera::Error.
+std::vector<int64_t> parse_classes(const std::string& text);
+/// The inverse: "all", "a-b" for a contiguous ascending range, else "a,b,c".
+std::string classes_name(const std::vector<int64_t>& classes);
+
+/// One task's data: `data`'s images restricted to some classes (relabelled 0..n-1).
+struct Task {
+  data::Dataset train;
+  data::Dataset test;
+  int64_t num_classes = 10;
+  int64_t channels = 1;
+};
+/// Fashion-MNIST or synthetic images of `classes` (empty: all 10), or the whole of CIFAR-10 /
+/// CIFAR-100 (`classes` must be empty); the first train_samples / test_samples of each split.
+Task load_task(const DataOptions& data, int64_t image_size, const std::vector<int64_t>& classes);
+/// The run's options on a task: its class and channel counts, n_train = its training images.
+SflOptions task_options(const SflRunOptions& run, const Task& task);
+
+/// The curious server's attack suite (research/sfl.md 3.1).
+struct MiAttackOptions {
+  std::vector<DecoderSpec> decoders = decoder_suite();  ///< training-based MI decoders
+  int64_t epochs = 10;                                  ///< decoder training epochs (paper: 50)
+  int64_t targets = 128;           ///< fixed held-out target images (paper: 128)
+  int64_t aux = 2000;              ///< auxiliary images (test split, after the targets)
+  int64_t optimization_steps = 0;  ///< optimisation-based MI steps per image (0 = off)
+  double optimization_lr = 0.05;   ///< its Adam step (paper 0.8 on normalised inputs)
+
+  void validate() const;
+  nlohmann::json to_json() const;
+};
+
+/// The attacker's images: the first `n_targets` test images of the task are the fixed targets,
+/// the next `n_aux` its auxiliary data (held out of training; research/sfl.md 3.1).
+struct AttackData {
+  torch::Tensor targets;  ///< [n_targets, C, S, S]
+  torch::Tensor aux;      ///< [n_aux, C, S, S]
+};
+AttackData attack_data(const data::Dataset& test, int64_t n_targets, int64_t n_aux);
+
+/// Every configured attack on one client side, decoders first, then optimisation-based MI.
+std::vector<InversionResult> run_mi_attacks(ClientSide& client, const AttackData& data,
+                                            const MiAttackOptions& options, uint64_t seed,
+                                            const SmashedTransform& transform);
+/// The index of the strongest attack (lowest MSE).
+size_t strongest(const std::vector<InversionResult>& results);
+/// The attack that learns nothing: every target "reconstructed" as the mean auxiliary image. An
+/// attack's MSE can only be read against this ceiling (about 0.06 on zero-padded Fashion-MNIST).
+InversionMetrics mean_image_reference(const AttackData& data);
+/// "no-information reference (mean auxiliary image for every target): MSE ..., SSIM ..., PSNR ..."
+std::string reference_line(const InversionMetrics& reference);
+
+/// `sfl attack-mi`: the attack suite against a saved run (ResSFL 3.1).
+struct AttackMiOptions {
+  std::string run = "sfl_run.safetensors";  ///< saved run (train, train-defended, pretrain)
+  DataOptions data;                         ///< the task's images (whole test split)
+  std::vector<int64_t> classes;             ///< the run's Fashion-MNIST classes (empty: all)
+  MiAttackOptions attack;
+  /// The perturbation the client applies to its smashed data at attack time (laplace,
+  /// gaussian, dropout, topk with its strength; the other kinds apply nothing).
+  DefenseOptions defense;
+  uint64_t seed = 0;
+
+  void validate() const;
+  nlohmann::json to_json() const;
+};
+
+struct AttackMiResult {
+  double accuracy = 0.0;  ///< test accuracy with the attack-time perturbation
+  std::vector<InversionResult> attacks;
+  size_t strongest = 0;
+  InversionMetrics reference;  ///< mean_image_reference
+  torch::Tensor targets;       ///< the fixed target images
+
+  /// attack, MSE, SSIM, PSNR dB, s.
+  Table table() const;
+  /// The accuracy, the strongest attack and the no-information reference.
+  std::string summary() const;
+  nlohmann::json to_json() const;
+  /// The first min(8, targets) originals above each attack's reconstructions, rows labelled.
+  torch::Tensor grid() const;
+};
+
+AttackMiResult attack_mi(const AttackMiOptions& options);
+
+/// `sfl train-defended` (and, with expert_pretraining(), `sfl pretrain`): in-process SFL on a
+/// task with an MI defense on every client.
+struct DefendedTrainOptions {
+  SflRunOptions run;             ///< default cut 4 (two convs of VGG-11 on the client)
+  std::vector<int64_t> classes;  ///< the task's classes (empty: all)
+  DefenseOptions defense;
+  std::string from;  ///< an expert (saved run): start from its client and server feature layers
+
+  DefendedTrainOptions();
+  /// ResSFL step A's defaults (research/sfl.md 3.4 A): one client, classes 0-4, a C8 bottleneck
+  /// at cut 4, attacker-aware training.
+  static DefendedTrainOptions expert_pretraining();
+  void validate() const;
+  nlohmann::json to_json() const;
+};
+
+struct DefendedTrainResult {
+  SflOptions sfl;
+  DefenseOptions defense;
+  DefendedRun run;
+
+  /// The per-epoch history.
+  Table table() const;
+  /// "SFL with defense ... test accuracy ...%, client compute ... ms/step, ... s".
+  std::string summary() const;
+  /// The table, then the summary.
+  std::string to_string() const;
+  nlohmann::json to_json() const;
+};
+
+DefendedTrainResult train_defended(const DefendedTrainOptions& options);
+
+/// The task pair of the MI bench: a disjoint class split of Fashion-MNIST (or synthetic data),
+/// or CIFAR-10 -> CIFAR-100 as in the paper.
+enum class MiTaskPair { fmnist, cifar };
+/// "fmnist" or "cifar"; throws tessera::Error listing the valid names.
+MiTaskPair parse_mi_task_pair(const std::string& name);
+std::string mi_task_pair_name(MiTaskPair pair);
+
+/// `sfl bench-mi` (research/sfl.md 3.4-3.5, reduced for a CPU; docs/systems/splitfed.md): every
+/// defense trained on the target task and attacked by the suite; ResSFL pre-trains an expert on
+/// the source task first.
+struct MiBenchOptions {
+  SflRunOptions run;       ///< default cut 4, 2 clients, 10 epochs, 3000 / 2000 images per task
+  MiAttackOptions attack;  ///< default 1000 auxiliary images
+  MiTaskPair tasks = MiTaskPair::fmnist;
+  std::vector<int64_t> source_classes = {0, 1, 2, 3, 4};  ///< the expert's (fmnist pair)
+  std::vector<int64_t> target_classes = {5, 6, 7, 8, 9};  ///< the target task's, disjoint
+  std::string cifar10_dir, cifar100_dir;                  ///< the cifar pair's files
+  int64_t expert_epochs = 5;                              ///< ResSFL expert pre-training epochs
+  int64_t bottleneck = 8;  ///< channels of the bottleneck, attacker_aware and ressfl rows
+  double lambda = 0.3;     ///< hinge weight
+  double tau = 0.5;        ///< SSIM threshold
+  /// The simulated attacker of pre-training and of attacker_aware from scratch.
+  DecoderSpec expert_decoder = {DecoderKind::residual, 4, 64};
+  DecoderSpec transfer_decoder = {DecoderKind::conv, 0, 16};  ///< the transfer's light decoder
+  int64_t transfer_interval = 5;                              ///< its update interval, batches
+  bool hinge_every_batch = false;                             ///< SSIM hinge on every batch
+  double transfer_client_lr = 0.005;                   ///< client learning rate of the transfer
+  std::vector<DefenseKind> defenses = all_defenses();  ///< the rows, in order
+  /// Epochs at which attacker_aware and ressfl are attacked (0 = the start; later ones than the
+  /// run's epochs are skipped).
+  std::vector<int64_t> checkpoints = {0, 1, 2, 5, 10};
+  DecoderSpec checkpoint_decoder = {DecoderKind::residual, 4, 64};  ///< the checkpoints' attack
+
+  MiBenchOptions();
+  void validate() const;
+  nlohmann::json to_json() const;
+};
+
+/// The source and target tasks of the bench.
+struct MiTasks {
+  Task source;
+  Task target;
+};
+MiTasks load_mi_tasks(const MiBenchOptions& options);
+
+/// One defense trained on the target task and attacked.
+struct MiRow {
+  DefenseKind defense = DefenseKind::none;
+  double accuracy = 0.0;
+  double client_seconds_per_step = 0.0;
+  double mse = 0.0, ssim = 0.0, psnr = 0.0;  ///< min MSE, max SSIM, max PSNR over the attacks
+  std::string strongest;                     ///< the lowest-MSE attack
+  torch::Tensor reconstructions;             ///< the strongest attack's
+  std::vector<std::pair<int64_t, InversionMetrics>> checkpoints;
+};
+
+/// Trains one defended SFL run on the target task (for ressfl: ResSFL's two steps, the expert on
+/// the source task with one client and the strong simulated attacker, then the transfer with a
+/// small client learning rate and the light decoder) and attacks it, also at `checkpoint_epochs`.
+MiRow run_mi_row(DefenseKind defense, const MiBenchOptions& options, const MiTasks& tasks,
+                 const AttackData& data, const std::vector<int64_t>& checkpoint_epochs);
+
+struct MiBenchResult {
+  MiBenchOptions options;
+  std::vector<MiRow> rows;  ///< one per options.defenses
+  InversionMetrics reference;
+  torch::Tensor targets;
+
+  /// defense, target acc %, acc drop (pts), attack MSE, SSIM, PSNR dB, strongest attack, client
+  /// compute (x plain); the drop and compute are against the `none` row ("-" without one).
+  Table table() const;
+  /// Attack strength at the checkpoints of attacker_aware and ressfl.
+  Table checkpoint_table() const;
+  /// The tables and the reference line, as `sfl bench-mi` prints them.
+  std::string to_string() const;
+  nlohmann::json to_json() const;
+  /// 8 originals, then the strongest attack's reconstructions against each defense (labelled).
+  torch::Tensor grid() const;
+  /// "originals, then one row per defense: none,ressfl,..." (what grid() shows).
+  std::string grid_caption() const;
+  /// Attack MSE against target accuracy, one point per defense, the no-information MSE as a line.
+  std::string svg() const;
+};
+
+MiBenchResult bench_mi(const MiBenchOptions& options);
+
+}  // namespace tessera::splitfed

@@ -1,0 +1,141 @@
+// Training, serving and joining an SFL run as the commands do (see bench_sfl.h).
+#include "tessera/splitfed/bench_sfl.h"
+
+#include <fmt/format.h>
+
+#include "tessera/core/error.h"
+#include "tessera/core/fs.h"
+#include "tessera/core/log.h"
+
+namespace tessera::splitfed {
+
+nlohmann::json TrainSflOptions::to_json() const {
+  return {{"run", run.to_json()}, {"checkpoint", checkpoint}, {"central", central}};
+}
+
+TrainSflResult train_sfl(const TrainSflOptions& options) {
+  const SflData d = load_sfl_data(options.run.data, options.run.sfl.model.image_size);
+  TrainSflResult result;
+  result.sfl = options.run.resolve(d.train.size());
+  ServerSettings settings;
+  settings.checkpoint_path = options.checkpoint;
+  settings.resume = !options.checkpoint.empty();
+  result.run = run_in_process(result.sfl, d.train, &d.test, settings);
+  if (options.central) {
+    result.central = train_central(result.sfl, options.run.data.source, d.train, d.test);
+  }
+  return result;
+}
+
+std::string TrainSflResult::summary() const {
+  std::string text = fmt::format(
+      "SFL ({} clients, {}, cut {}): test accuracy {:.2f}% in {:.1f} s\n", sfl.n_clients,
+      ordering_name(sfl.ordering), sfl.split.cut, 100 * run.final_test_accuracy, run.seconds);
+  if (central) {
+    text += fmt::format("central (same model, epochs, batch, schedule): {:.2f}% in {:.1f} s{}\n",
+                        100 * central->test.accuracy, central->seconds,
+                        central->cached ? " (from the model cache)" : "");
+  }
+  return text;
+}
+
+std::string TrainSflResult::to_string() const {
+  return history_table(run.history).to_string() + summary();
+}
+
+nlohmann::json TrainSflResult::to_json() const {
+  nlohmann::json j = {{"sfl", run.to_json()}, {"options", sfl.to_json()}};
+  if (central) j["central_accuracy"] = central->test.accuracy;
+  return j;
+}
+
+void ServeOptions::validate() const {
+  run.validate();
+  TESSERA_CHECK(step_timeout_s > 0, "--step-timeout {} must be positive", step_timeout_s);
+  TESSERA_CHECK(max_message_mb >= 1 && max_message_mb < 2048,
+                "--max-message-mb {} must be in [1, 2047]", max_message_mb);
+  TESSERA_CHECK(tls_cert.empty() == tls_key.empty(), "--tls-cert and --tls-key go together");
+}
+
+nlohmann::json ServeOptions::to_json() const {
+  return {{"run", run.to_json()},
+          {"listen", listen},
+          {"max_message_mb", max_message_mb},
+          {"step_timeout_s", step_timeout_s},
+          {"checkpoint", checkpoint},
+          {"resume", resume},
+          {"tls", !tls_cert.empty()},
+          {"from", from}};
+}
+
+ServeResult serve(const ServeOptions& options) {
+  options.validate();
+  const SflData d = load_sfl_data(options.run.data, options.run.sfl.model.image_size);
+  ServeResult result;
+  result.sfl = options.run.resolve(d.train.size());
+  const SflOptions& o = result.sfl;
+  net::ServerOptions net;
+  net.address = options.listen;
+  net.max_message_bytes = options.max_message_mb << 20;
+  net.tokens = client_tokens(options.tokens, options.token, o);
+  if (!options.tls_cert.empty()) {
+    net.tls_cert_chain = read_file(options.tls_cert);
+    net.tls_private_key = read_file(options.tls_key);
+  }
+  ServerSettings settings;
+  settings.step_timeout_ms = static_cast<int64_t>(options.step_timeout_s * 1000);
+  settings.checkpoint_path = options.checkpoint;
+  settings.resume = options.resume;
+  settings.test_set = &d.test;
+  if (!options.from.empty()) {
+    const SavedRun expert = load_run(options.from);
+    std::tie(settings.initial_client_state, settings.initial_server_state) =
+        transfer_states(o, expert.options, expert.client, expert.server);
+  }
+  result.run = serve_grpc(o, settings, net, 2000, [&](int port) {
+    log::info("sfl server listening on port {} for {} clients", port, o.n_clients);
+  });
+  return result;
+}
+
+std::string ServeResult::summary() const {
+  return fmt::format("SFL over gRPC: test accuracy {:.2f}% in {:.1f} s\n",
+                     100 * run.final_test_accuracy, run.seconds);
+}
+
+std::string ServeResult::to_string() const {
+  return history_table(run.history).to_string() + summary();
+}
+
+nlohmann::json ServeResult::to_json() const {
+  return {{"sfl", run.to_json()}, {"options", sfl.to_json()}};
+}
+
+JoinOptions::JoinOptions() { net.client_id = "client0"; }
+
+void JoinOptions::validate() const {
+  TESSERA_CHECK(!net.address.empty() && !net.token.empty(), "a client needs --server and --token");
+  TESSERA_CHECK(timeout_s > 0 && retry_s >= 0, "--timeout {} must be > 0 and --retry {} >= 0",
+                timeout_s, retry_s);
+  TESSERA_CHECK(max_message_mb >= 1 && max_message_mb < 2048,
+                "--max-message-mb {} must be in [1, 2047]", max_message_mb);
+  defense.validate();
+}
+
+ClientReport join(const JoinOptions& options) {
+  options.validate();
+  const data::Dataset train =
+      data::load_fashion_mnist("train", options.data_dir, options.image_size);
+  net::ClientOptions o = options.net;
+  o.timeout_ms = static_cast<int64_t>(options.timeout_s * 1000);
+  o.max_message_bytes = options.max_message_mb << 20;
+  o.tls = o.tls || !options.tls_ca.empty();
+  if (!options.tls_ca.empty()) o.tls_root_certs = read_file(options.tls_ca);
+  std::shared_ptr<ClientStrategy> strategy;
+  if (options.defense.needs_strategy()) {
+    strategy = std::make_shared<DefenseStrategy>(options.defense);
+  }
+  return run_grpc_client(o, train, strategy, 0, static_cast<int64_t>(options.retry_s * 1000));
+}
+
+}  // namespace tessera::splitfed

@@ -1,0 +1,412 @@
+// Tests of the foreign checkpoint loaders and tokenizers on small files written here: each loaded
+// model must reproduce the logits of the model the file was written from.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "tessera/core/error.h"
+#include "tessera/core/fs.h"
+#include "tessera/core/safetensors.h"
+#include "tessera/llm/loaders.h"
+#include "test_support.h"
+
+namespace tessera::llm {
+namespace {
+
+class LlmLoaderTest : public testing::SeededTest {};
+
+LlamaConfig base_config() {
+  LlamaConfig c;
+  c.vocab_size = 64;
+  c.dim = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.hidden_dim = 96;
+  c.max_seq_len = 32;
+  c.tie_embeddings = false;
+  return c;
+}
+
+Llama random_model(const LlamaConfig& c) {
+  Llama m(c);
+  torch::NoGradGuard no_grad;
+  for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  return m;
+}
+
+torch::Tensor logits_of(Llama& m) {
+  torch::manual_seed(99);
+  auto tokens = torch::randint(0, m->config().vocab_size, {1, 12}, torch::kInt64);
+  return m->forward(tokens);
+}
+
+// HF (NeoX rows) -> GGUF/Meta (adjacent-pair rows), as llama.cpp's converter permutes.
+torch::Tensor permute_rows(const torch::Tensor& w, int64_t hd) {
+  const int64_t heads = w.size(0) / hd;
+  return w.reshape({heads, 2, hd / 2, w.size(1)}).transpose(1, 2).reshape(w.sizes()).contiguous();
+}
+
+std::string hf_name(const std::string& name) {
+  if (name == "tok_embeddings") return "model.embed_tokens.weight";
+  if (name == "norm") return "model.norm.weight";
+  if (name == "output") return "lm_head.weight";
+  const size_t dot = name.find('.', 7);
+  const std::string layer = name.substr(7, dot - 7), s = name.substr(dot + 1);
+  const std::map<std::string, std::string> m = {{"attn_norm", "input_layernorm.weight"},
+                                                {"wq", "self_attn.q_proj.weight"},
+                                                {"wk", "self_attn.k_proj.weight"},
+                                                {"wv", "self_attn.v_proj.weight"},
+                                                {"wo", "self_attn.o_proj.weight"},
+                                                {"bq", "self_attn.q_proj.bias"},
+                                                {"bk", "self_attn.k_proj.bias"},
+                                                {"bv", "self_attn.v_proj.bias"},
+                                                {"q_norm", "self_attn.q_norm.weight"},
+                                                {"k_norm", "self_attn.k_norm.weight"},
+                                                {"ffn_norm", "post_attention_layernorm.weight"},
+                                                {"w_gate", "mlp.gate_proj.weight"},
+                                                {"w_up", "mlp.up_proj.weight"},
+                                                {"w_down", "mlp.down_proj.weight"}};
+  return "model.layers." + layer + "." + m.at(s);
+}
+
+nlohmann::json hf_config(const LlamaConfig& c, const std::string& type) {
+  return {{"hidden_size", c.dim},
+          {"intermediate_size", c.hidden_dim},
+          {"num_hidden_layers", c.n_layers},
+          {"num_attention_heads", c.n_heads},
+          {"num_key_value_heads", c.n_kv_heads},
+          {"vocab_size", c.vocab_size},
+          {"rms_norm_eps", c.rms_eps},
+          {"rope_theta", c.rope_theta},
+          {"tie_word_embeddings", c.tie_embeddings},
+          {"max_position_embeddings", c.max_seq_len},
+          {"model_type", type},
+          {"rope_scaling", nullptr}};
+}
+
+TEST_F(LlmLoaderTest, HuggingFaceDirectoryInF32F16Bf16AndShards) {
+  auto c = base_config();
+  c.qkv_bias = true;  // Qwen2
+  auto model = random_model(c);
+  auto expected = logits_of(model);
+  for (auto dtype : {torch::kFloat32, torch::kFloat16, torch::kBFloat16}) {
+    testing::TempDir dir;
+    write_file_atomic(dir.file("config.json"), hf_config(c, "qwen2").dump());
+    safetensors::File f;
+    for (const auto& [name, t] : model->named_weights())
+      f.tensors.emplace_back(hf_name(name), t.detach().to(dtype));
+    safetensors::save(dir.file("model.safetensors"), f);
+    auto loaded = load_hf_dir(dir.path());
+    auto got = logits_of(loaded);
+    const double tol = dtype == torch::kFloat32 ? 1e-6 : dtype == torch::kFloat16 ? 2e-3 : 2e-2;
+    EXPECT_TRUE(torch::allclose(got, expected, tol, tol))
+        << c10::toString(dtype) << " " << (got - expected).abs().max().item<float>();
+  }
+  // Two shards and an index.
+  testing::TempDir dir;
+  write_file_atomic(dir.file("config.json"), hf_config(c, "qwen2").dump());
+  safetensors::File a, b;
+  nlohmann::json index = {{"weight_map", nlohmann::json::object()}};
+  int i = 0;
+  for (const auto& [name, t] : model->named_weights()) {
+    auto& shard = (i++ % 2 == 0) ? a : b;
+    const std::string file =
+        &shard == &a ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    shard.tensors.emplace_back(hf_name(name), t.detach());
+    index["weight_map"][hf_name(name)] = file;
+  }
+  safetensors::save(dir.file("model-00001-of-00002.safetensors"), a);
+  safetensors::save(dir.file("model-00002-of-00002.safetensors"), b);
+  write_file_atomic(dir.file("model.safetensors.index.json"), index.dump());
+  auto sharded = load_hf_dir(dir.path());
+  EXPECT_TRUE(torch::allclose(logits_of(sharded), expected, 1e-6, 1e-6));
+}
+
+TEST_F(LlmLoaderTest, HuggingFaceBadInputIsAClearError) {
+  auto c = base_config();
+  auto model = random_model(c);
+  testing::TempDir dir;
+  safetensors::File f;
+  for (const auto& [name, t] : model->named_weights())
+    f.tensors.emplace_back(hf_name(name), t.detach());
+  safetensors::save(dir.file("model.safetensors"), f);
+  auto cfg = hf_config(c, "llama");
+  cfg["intermediate_size"] = 128;  // disagrees with the tensors
+  write_file_atomic(dir.file("config.json"), cfg.dump());
+  EXPECT_THROW(load_hf_dir(dir.path()), tessera::Error);
+  cfg = hf_config(c, "llama");
+  cfg["rope_scaling"] = {{"rope_type", "llama3"}};
+  write_file_atomic(dir.file("config.json"), cfg.dump());
+  EXPECT_THROW(load_hf_dir(dir.path()), tessera::Error);
+  cfg = hf_config(c, "llama");
+  write_file_atomic(dir.file("config.json"), cfg.dump());
+  f.tensors.erase(f.tensors.begin() + 2);  // a missing tensor
+  safetensors::save(dir.file("model.safetensors"), f);
+  EXPECT_THROW(load_hf_dir(dir.path()), tessera::Error);
+  write_file_atomic(dir.file("config.json"), "{not json");
+  EXPECT_THROW(load_hf_dir(dir.path()), tessera::Error);
+  EXPECT_THROW(load_hf_dir(dir.file("nonexistent")), tessera::Error);
+}
+
+// llama2.c files: Meta row order (adjacent-pair RoPE).
+std::string llama2c_bytes(Llama& m, bool v1, int64_t seq_len) {
+  const auto& c = m->config();
+  std::string out;
+  auto put = [&](const torch::Tensor& t) {
+    auto x = t.detach().contiguous();
+    out.append(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
+  };
+  auto i32 = [&](int32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); };
+  const auto& L = m->layers();
+  auto each = [&](auto field) {
+    for (const auto& l : L) put(field(l));
+  };
+  if (v1) {
+    const uint32_t magic = 0x616b3432u;
+    out.append(reinterpret_cast<const char*>(&magic), 4);
+    i32(1);
+  }
+  i32(c.dim);
+  i32(c.hidden_dim);
+  i32(c.n_layers);
+  i32(c.n_heads);
+  i32(c.n_kv_heads);
+  i32(v1 || c.tie_embeddings ? c.vocab_size : -c.vocab_size);
+  i32(seq_len);
+  if (v1) {
+    out.push_back(c.tie_embeddings ? 1 : 0);
+    out.resize(256, '\0');
+    each([](const LlamaLayerWeights& l) { return l.attn_norm; });
+    each([](const LlamaLayerWeights& l) { return l.ffn_norm; });
+    put(m->final_norm());
+    put(m->tok_embeddings());
+    each([](const LlamaLayerWeights& l) { return l.wq; });
+    each([](const LlamaLayerWeights& l) { return l.wk; });
+    each([](const LlamaLayerWeights& l) { return l.wv; });
+    each([](const LlamaLayerWeights& l) { return l.wo; });
+    each([](const LlamaLayerWeights& l) { return l.w_gate; });
+    each([](const LlamaLayerWeights& l) { return l.w_down; });
+    each([](const LlamaLayerWeights& l) { return l.w_up; });
+  } else {
+    put(m->tok_embeddings());
+    each([](const LlamaLayerWeights& l) { return l.attn_norm; });
+    each([](const LlamaLayerWeights& l) { return l.wq; });
+    each([](const LlamaLayerWeights& l) { return l.wk; });
+    each([](const LlamaLayerWeights& l) { return l.wv; });
+    each([](const LlamaLayerWeights& l) { return l.wo; });
+    each([](const LlamaLayerWeights& l) { return l.ffn_norm; });
+    each([](const LlamaLayerWeights& l) { return l.w_gate; });
+    each([](const LlamaLayerWeights& l) { return l.w_down; });
+    each([](const LlamaLayerWeights& l) { return l.w_up; });
+    put(m->final_norm());
+    put(torch::zeros({seq_len, c.resolved_head_dim()}));  // freq_cis real + imag
+  }
+  if (!c.tie_embeddings) put(m->output_weight());
+  return out;
+}
+
+TEST_F(LlmLoaderTest, Llama2cLegacyAndV1Checkpoints) {
+  for (bool v1 : {false, true}) {
+    for (bool tied : {false, true}) {
+      auto c = base_config();
+      c.rope_style = RopeStyle::kGptj;
+      c.tie_embeddings = tied;
+      auto model = random_model(c);
+      testing::TempDir dir;
+      const auto bytes = llama2c_bytes(model, v1, 32);
+      testing::write_bytes(dir.file("m.bin"), bytes);
+      auto loaded = load_llama2c(dir.file("m.bin"));
+      EXPECT_EQ(loaded->config().rope_style, RopeStyle::kGptj);
+      EXPECT_TRUE(torch::equal(logits_of(loaded), logits_of(model)))
+          << "v1 " << v1 << " tied " << tied;
+      testing::write_bytes(dir.file("t.bin"), bytes.substr(0, bytes.size() - 10));
+      EXPECT_THROW(load_llama2c(dir.file("t.bin")), tessera::Error);
+      testing::write_bytes(dir.file("x.bin"), bytes + "extra");
+      EXPECT_THROW(load_llama2c(dir.file("x.bin")), tessera::Error);
+    }
+  }
+  testing::TempDir dir;
+  testing::write_bytes(dir.file("zero.bin"), std::string(28, '\0'));
+  EXPECT_THROW(load_llama2c(dir.file("zero.bin")), tessera::Error);
+}
+
+std::string tokenizer_bin(const std::vector<std::string>& pieces,
+                          const std::vector<float>& scores) {
+  std::string out;
+  int32_t max_len = 0;
+  for (const auto& p : pieces) max_len = std::max<int32_t>(max_len, static_cast<int32_t>(p.size()));
+  out.append(reinterpret_cast<const char*>(&max_len), 4);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    out.append(reinterpret_cast<const char*>(&scores[i]), 4);
+    const int32_t len = static_cast<int32_t>(pieces[i].size());
+    out.append(reinterpret_cast<const char*>(&len), 4);
+    out += pieces[i];
+  }
+  return out;
+}
+
+// A llama2.c-style vocabulary: specials, 256 byte-fallback tokens, then scored pieces.
+void sp_vocab(std::vector<std::string>& pieces, std::vector<float>& scores,
+              const std::string& space) {
+  pieces = {"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) pieces.push_back(fmt::format("<0x{:02X}>", b));
+  for (const std::string p :
+       {"h", "e", "l", "o", "w", "r", "d", "ll", "he", "llo", "hello", "wo", "rld"})
+    pieces.push_back(p);
+  pieces.push_back(space);
+  pieces.push_back(space + "hello");
+  pieces.push_back(space + "w");
+  scores.assign(pieces.size(), 0.0f);
+  for (size_t i = 259; i < pieces.size(); ++i) scores[i] = static_cast<float>(pieces[i].size());
+}
+
+TEST_F(LlmLoaderTest, Llama2cTokenizerEncodesByBestScoreMerges) {
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  sp_vocab(pieces, scores, " ");
+  testing::TempDir dir;
+  testing::write_bytes(dir.file("tokenizer.bin"), tokenizer_bin(pieces, scores));
+  auto tok = load_llama2c_tokenizer(dir.file("tokenizer.bin"));
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  auto id = [&](const std::string& p) {
+    return static_cast<int64_t>(std::find(pieces.begin(), pieces.end(), p) - pieces.begin());
+  };
+  // " hello" is one piece. In " world", " w" and "wo" tie (score 2) and the first pair wins;
+  // "rld" is unreachable since neither "rl" nor "ld" is a piece.
+  EXPECT_EQ(tok.encode("hello world"),
+            (std::vector<int64_t>{id(" hello"), id(" w"), id("o"), id("r"), id("l"), id("d")}));
+  EXPECT_EQ(tok.encode("z"), (std::vector<int64_t>{id(" "), 3 + 'z'}));  // byte fallback
+  for (const std::string s : {"hello world", "héllo\nz", " lead", "x"})
+    EXPECT_EQ(tok.decode(tok.encode(s)), s);
+  testing::write_bytes(dir.file("bad.bin"), tokenizer_bin(pieces, scores).substr(0, 100));
+  EXPECT_THROW(load_llama2c_tokenizer(dir.file("bad.bin")), tessera::Error);
+}
+
+TEST_F(LlmLoaderTest, GgufLlamaWithPermutedQkMatchesTheHfModel) {
+  auto c = base_config();  // NeoX, HF layout
+  auto model = random_model(c);
+  auto expected = logits_of(model);
+  const int64_t hd = c.resolved_head_dim();
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  auto name_of = [](const std::string& n) {
+    if (n == "tok_embeddings") return std::string("token_embd.weight");
+    if (n == "norm") return std::string("output_norm.weight");
+    if (n == "output") return std::string("output.weight");
+    const size_t dot = n.find('.', 7);
+    const std::map<std::string, std::string> m = {
+        {"attn_norm", "attn_norm"}, {"wq", "attn_q"},      {"wk", "attn_k"},
+        {"wv", "attn_v"},           {"wo", "attn_output"}, {"ffn_norm", "ffn_norm"},
+        {"w_gate", "ffn_gate"},     {"w_up", "ffn_up"},    {"w_down", "ffn_down"}};
+    return "blk." + n.substr(7, dot - 7) + "." + m.at(n.substr(dot + 1)) + ".weight";
+  };
+  for (const auto& [n, t] : model->named_weights()) {
+    const bool qk =
+        n.size() > 3 && (n.substr(n.size() - 3) == ".wq" || n.substr(n.size() - 3) == ".wk");
+    tensors.emplace_back(name_of(n), qk ? permute_rows(t.detach(), hd) : t.detach());
+  }
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  sp_vocab(tokens, scores, "\xe2\x96\x81");
+  const std::vector<std::pair<std::string, uint32_t>> u32 = {
+      {"llama.embedding_length", 64},       {"llama.block_count", 2},
+      {"llama.feed_forward_length", 96},    {"llama.attention.head_count", 4},
+      {"llama.attention.head_count_kv", 2}, {"llama.context_length", 32},
+      {"tokenizer.ggml.bos_token_id", 1},   {"tokenizer.ggml.eos_token_id", 2}};
+  const std::vector<std::pair<std::string, float>> f32 = {
+      {"llama.attention.layer_norm_rms_epsilon", 1e-5f}, {"llama.rope.freq_base", 10000.0f}};
+  const std::vector<std::pair<std::string, std::string>> str = {{"general.architecture", "llama"},
+                                                                {"tokenizer.ggml.model", "llama"}};
+  testing::TempDir dir;
+  for (bool q8 : {false, true}) {
+    const auto bytes = write_gguf(str, u32, f32, {{"tokenizer.ggml.tokens", tokens}}, tensors, q8);
+    testing::write_bytes(dir.file("m.gguf"), bytes);
+    auto loaded = load_gguf(dir.file("m.gguf"));
+    EXPECT_EQ(loaded->config().rope_style, RopeStyle::kGptj);
+    auto got = logits_of(loaded);
+    const double tol = q8 ? 5e-2 : 1e-5;  // Q8_0: ~0.4% relative weight error
+    EXPECT_TRUE(torch::allclose(got, expected, tol, tol))
+        << "q8 " << q8 << " max diff " << (got - expected).abs().max().item<float>();
+    // Truncation anywhere in the data is caught.
+    testing::write_bytes(dir.file("t.gguf"), bytes.substr(0, bytes.size() - 40));
+    EXPECT_THROW(load_gguf(dir.file("t.gguf")), tessera::Error);
+  }
+  // Without the permutation the logits differ: the loader really relies on it.
+  {
+    auto plain = tensors;
+    for (auto& [n, t] : plain) {
+      if (n.find("attn_q.") != std::string::npos || n.find("attn_k.") != std::string::npos) {
+        for (const auto& [mn, mt] : model->named_weights()) {
+          if (name_of(mn) == n) t = mt.detach();
+        }
+      }
+    }
+    testing::write_bytes(dir.file("p.gguf"), write_gguf(str, u32, f32, {}, plain, false));
+    auto wrong = load_gguf(dir.file("p.gguf"));
+    EXPECT_FALSE(torch::allclose(logits_of(wrong), expected, 1e-3, 1e-3));
+  }
+  // Tokenizer metadata: SentencePiece pieces with U+2581 spaces.
+  testing::write_bytes(
+      dir.file("m.gguf"),
+      write_gguf(str, u32, f32, {{"tokenizer.ggml.tokens", tokens}}, tensors, false));
+  auto tok = load_gguf_tokenizer(dir.file("m.gguf"));
+  EXPECT_EQ(tok.encode("hello").size(), 1u);
+  EXPECT_EQ(tok.decode(tok.encode("hello world")), "hello world");
+  EXPECT_EQ(tok.eos_id(), 2);
+  // Bad input: magic, unsupported arch, unsupported quant type.
+  testing::write_bytes(dir.file("bad.gguf"), "GGUX" + std::string(40, '\0'));
+  EXPECT_THROW(load_gguf(dir.file("bad.gguf")), tessera::Error);
+  testing::write_bytes(dir.file("arch.gguf"), write_gguf({{"general.architecture", "gemma"}}, u32,
+                                                         f32, {}, tensors, false));
+  EXPECT_THROW(load_gguf(dir.file("arch.gguf")), tessera::Error);
+  auto q4 = write_gguf(str, u32, f32, {}, tensors, false);
+  // Patch the first tensor's type field (after its name, n_dims and dims) to Q4_0 (2).
+  const std::string first = "token_embd.weight";
+  const size_t at = q4.find(first) + first.size() + 4 + 2 * 8;
+  const uint32_t q4_type = 2;
+  std::memcpy(&q4[at], &q4_type, 4);
+  testing::write_bytes(dir.file("q4.gguf"), q4);
+  EXPECT_THROW(load_gguf(dir.file("q4.gguf")), tessera::Error);
+}
+
+// GPT-2 byte-level BPE (tokenizer.json and GGUF gpt2): "\xc4\xa0" is the alphabet's space.
+TEST_F(LlmLoaderTest, ByteLevelBpeTokenizerJson) {
+  nlohmann::json vocab = nlohmann::json::object();
+  // GPT-2's alphabet: printable bytes map to themselves, the rest to U+0100 onwards.
+  int next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+    const uint32_t cp = printable ? b : next++;
+    std::string s;
+    if (cp < 0x80)
+      s.push_back(static_cast<char>(cp));
+    else {
+      s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+    vocab[s] = b;
+  }
+  vocab["\xc4\xa0t"] = 256;
+  vocab["he"] = 257;
+  vocab["\xc4\xa0the"] = 258;
+  nlohmann::json j = {
+      {"model",
+       {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"\xc4\xa0 t", "h e", "\xc4\xa0t he"}}}},
+      {"added_tokens", {{{"id", 259}, {"content", "<|endoftext|>"}}}}};
+  testing::TempDir dir;
+  write_file_atomic(dir.file("tokenizer.json"), j.dump());
+  auto tok = load_tokenizer_json(dir.file("tokenizer.json"));
+  EXPECT_EQ(tok.eos_id(), 259);
+  EXPECT_EQ(tok.encode("the the"), (std::vector<int64_t>{'t', 257, 258}));
+  for (const std::string s : {"the the", "a\n\tb  c", "\xff\x01 ok"})
+    EXPECT_EQ(tok.decode(tok.encode(s)), s);
+  write_file_atomic(dir.file("bad.json"), R"({"model": {"type": "Unigram"}})");
+  EXPECT_THROW(load_tokenizer_json(dir.file("bad.json")), tessera::Error);
+}
+
+}  // namespace
+}  // namespace tessera::llm
