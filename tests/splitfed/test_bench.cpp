@@ -4,6 +4,8 @@
 
 #include <sys/stat.h>
 
+#include <thread>
+
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/image.h"
@@ -116,6 +118,48 @@ TEST_F(BenchTest, AttackerDataIsASeededFractionAndHeldOutImagesAreDisjoint) {
   EXPECT_EQ(held.size(), 50);
   EXPECT_TRUE(torch::equal(held.images[0], train.images[150]));
   EXPECT_THROW(heldout_images(train, 200), Error);
+}
+
+TEST_F(BenchTest, TrainSflRunsInProcessWithTheCentralBaseline) {
+  TrainSflOptions t;
+  t.run = tiny_run();
+  t.central = true;
+  const TrainSflResult r = train_sfl(t);
+  EXPECT_EQ(r.run.history.size(), 1u);
+  EXPECT_EQ(r.sfl.n_train, 90);
+  ASSERT_TRUE(r.central.has_value());
+  EXPECT_FALSE(r.central->cached);
+  EXPECT_EQ(r.central->test.n, 60);
+  EXPECT_NE(r.to_string().find("central (same model"), std::string::npos);
+  EXPECT_DOUBLE_EQ(r.to_json().at("central_accuracy").get<double>(), r.central->test.accuracy);
+}
+
+TEST_F(BenchTest, ServeAndJoinGiveTheInProcessModelWithOneClient) {
+  testing::TempDir dir;
+  ServeOptions s;
+  s.run = tiny_run();
+  s.run.sfl.n_clients = 1;
+  s.listen = "127.0.0.1:50791";
+  s.token = "secret";
+  s.checkpoint = dir.file("server.ckpt");
+  JoinOptions j;
+  j.net.address = s.listen;
+  j.net.token = s.token;
+  j.data = s.run.data;
+  j.image_size = 8;
+  j.retry_s = 20;
+  ServeResult served;
+  std::thread server([&] { served = serve(s); });
+  const ClientReport client = join(j);
+  server.join();
+  EXPECT_EQ(client.epochs_active, 1);
+  EXPECT_TRUE(file_exists(s.checkpoint));
+  TrainSflOptions t;
+  t.run = s.run;
+  EXPECT_DOUBLE_EQ(served.run.final_test_accuracy, train_sfl(t).run.final_test_accuracy);
+  EXPECT_NE(served.to_string().find("SFL over gRPC"), std::string::npos);
+  s.tls_key = "key.pem";  // without --tls-cert
+  EXPECT_THROW(serve(s), Error);
 }
 
 TEST_F(BenchTest, OfflineAttackMatchesADirectEvaluationOfTheSavedRun) {

@@ -20,29 +20,43 @@ using TourContext = tessera::TourContext;
 using TourRow = tessera::TourRow;
 
 /// What the systems register besides their commands: the ordered tour steps, and the cached
-/// reference models that `tessera models train-reference` builds. Each system's
+/// reference models and files that `tessera models train-reference` builds. Each system's
 /// register_<layer>() adds its own.
 class Tour {
  public:
   using Step = std::function<std::vector<TourRow>(const TourContext&)>;
-  void add(std::string name, Step step) { steps_.push_back({std::move(name), std::move(step)}); }
-  void add_references(const std::vector<train::ReferenceModel>& models) {
-    for (const auto& m : models) {
-      bool known = false;
-      for (const auto& r : references_) known = known || r.name == m.name;
-      if (!known) references_.push_back(m);  // systems may share a foundation model
-    }
-  }
   struct Entry {
     std::string name;
     Step step;
   };
+  /// One row of `tessera models`: where its file is or will be, and how to build it.
+  struct Reference {
+    std::string name, description;
+    std::function<std::string()> path;
+    std::function<void(const std::string& data_dir)> build;
+  };
+
+  void add(std::string name, Step step) { steps_.push_back({std::move(name), std::move(step)}); }
+  void add_references(const std::vector<train::ReferenceModel>& models) {
+    for (const auto& m : models) {
+      add_reference({m.name, m.description, [m] { return train::cached_path(m.recipe()); },
+                     [m](const std::string& data_dir) { m.build(data_dir); }});
+    }
+  }
+  void add_references(const std::vector<train::ReferenceFile>& files) {
+    for (const auto& f : files) add_reference({f.name, f.description, f.path, f.build});
+  }
   const std::vector<Entry>& steps() const { return steps_; }
-  const std::vector<train::ReferenceModel>& references() const { return references_; }
+  const std::vector<Reference>& references() const { return references_; }
 
  private:
+  void add_reference(Reference r) {
+    for (const auto& known : references_)
+      if (known.name == r.name) return;  // systems may share a foundation model
+    references_.push_back(std::move(r));
+  }
   std::vector<Entry> steps_;
-  std::vector<train::ReferenceModel> references_;
+  std::vector<Reference> references_;
 };
 
 /// --seed with the documented default.

@@ -340,4 +340,5 @@ void register_jacobi(CLI::App& app, tessera::cli::Tour& tour) {
   register_bench(*llm);
   register_bandwidth(*llm);
   tour.add("jacobi", &jacobi::tour);
+  tour.add_references(jacobi::reference_files());
 }

@@ -298,4 +298,5 @@ void register_reram(CLI::App& app, tessera::cli::Tour& tour) {
   register_bench(group);
   register_export(group);
   tour.add("reram", &reram::tour);
+  tour.add_references(reram::reference_models());
 }

@@ -211,7 +211,7 @@ void register_client(CLI::App* sfl) {
   cmd->add_option("--tls-ca", o->tls_ca, "PEM root certificate(s) (default: system roots)");
   cmd->add_option("--tls-server-name", o->net.tls_server_name, "name the server cert must carry");
   add_defense_flags(cmd, o->defense);
-  cli::add_data_option(cmd, o->data_dir);
+  cli::add_data_option(cmd, o->data.dir);
   cmd->callback([o] {
     const ClientReport r = join(*o);
     std::cout << fmt::format("{}: {} epochs active, {} skipped, {} steps\n", o->net.client_id,

@@ -192,7 +192,7 @@ void register_models_command(CLI::App& app, cli::Tour& tour) {
         continue;
       tessera::log::info("reference model {}: {}", r.name, r.description);
       r.build(*data_dir);
-      std::cout << fmt::format("{}: {}\n", r.name, train::cached_path(r.recipe()));
+      std::cout << fmt::format("{}: {}\n", r.name, r.path());
     }
   });
   sub->callback([sub, &tour] {
@@ -202,7 +202,7 @@ void register_models_command(CLI::App& app, cli::Tour& tour) {
       table.add_row({name, description});
     Table references({"reference model", "description", "cached"});
     for (const auto& r : tour.references()) {
-      const std::string path = train::cached_path(r.recipe());
+      const std::string path = r.path();
       references.add_row({r.name, r.description, tessera::file_exists(path) ? path : "no"});
     }
     std::cout << table.to_string() << "\n" << references.to_string();

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tessera/core/progress.h"
@@ -18,6 +19,7 @@
 #include "tessera/jacobi/lm.h"
 #include "tessera/llm/io.h"
 #include "tessera/llm/llama.h"
+#include "tessera/train/cache.h"
 
 namespace tessera::jacobi {
 
@@ -233,10 +235,31 @@ struct BandwidthResult {
 /// Builds a random model of options.config(), then measures bandwidth and forward cost.
 BandwidthResult run_bandwidth(const BandwidthOptions& options);
 
+// ---- reference models --------------------------------------------------------------------------
+
+/// How a reference pair is made: a base model trained on a domain corpus, its Jacobi
+/// trajectories, and its consistency-distilled copy (the commands of docs/systems/jacobi.md).
+struct ReferencePipeline {
+  TrainModelOptions train;
+  CorpusTrajectoryOptions trajectories;
+  DistillOptions distill;
+  ReferencePipeline();  ///< SQL: 1500 training steps, 800 trajectories of 64 tokens, 1500 steps
+  nlohmann::json to_json() const;
+  std::string base_file() const;       ///< "jacobi-sql-base-<hash of train>.safetensors"
+  std::string distilled_file() const;  ///< "jacobi-sql-cllm-<hash of all>.safetensors"
+};
+
+/// The base and distilled files of the pipeline, made (trained, collected, distilled) and cached
+/// when missing; returns {base path, distilled path}.
+std::pair<std::string, std::string> reference_pair(const ReferencePipeline& pipeline);
+
+/// The cached LLM files the tour uses (`tessera models train-reference` builds them).
+std::vector<train::ReferenceFile> reference_files();
+
 // ---- tour --------------------------------------------------------------------------------------
 
-/// Trains a tiny math model (at most 60 s), distills it on its own trajectories (at most 40 s) and
-/// benchmarks 10 prompts; prints the bench table.
+/// AR against Jacobi decoding on 10 SQL test prompts with the cached reference pair (trained on
+/// first use); prints the bench table.
 std::vector<TourRow> tour(const TourContext& context);
 
 }  // namespace tessera::jacobi

@@ -265,11 +265,9 @@ OfflineAttackResult offline_attack(const OfflineAttackOptions& options) {
                 options.run, o.n_train, all_train.size());
   const data::Dataset train = all_train.head(o.n_train);
   const data::Dataset test = load_split(options.data, "test", o.model.image_size);
-  AttackerData attacker;
-  attacker.labelled = attacker_data(train, options.attacker.attacker_fraction, options.seed);
-  if (options.attack == ExtractionAttackKind::gm && options.attacker.gm_aux == GmAux::heldout) {
-    attacker.gm_aux = heldout_images(all_train, o.n_train);
-  }
+  const AttackerData attacker =
+      make_attacker_data(options.attacker, train, options.data, o.model.image_size,
+                         options.attack == ExtractionAttackKind::gm, options.seed);
   models::Model full = full_model(o, run.client, run.server);
   OfflineAttackResult result;
   result.options = options;

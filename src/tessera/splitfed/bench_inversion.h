@@ -34,7 +34,7 @@ struct Task {
   int64_t channels = 1;
 };
 /// Fashion-MNIST or synthetic images of `classes` (empty: all 10), or the whole of CIFAR-10 /
-/// CIFAR-100 (`classes` must be empty); the first train_samples / test_samples of each split.
+/// CIFAR-100 (`classes` ignored); the first train_samples / test_samples of each split.
 Task load_task(const DataOptions& data, int64_t image_size, const std::vector<int64_t>& classes);
 /// The run's options on a task: its class and channel counts, n_train = its training images.
 SflOptions task_options(const SflRunOptions& run, const Task& task);

@@ -124,8 +124,7 @@ void JoinOptions::validate() const {
 
 ClientReport join(const JoinOptions& options) {
   options.validate();
-  const data::Dataset train =
-      data::load_fashion_mnist("train", options.data_dir, options.image_size);
+  const data::Dataset train = load_split(options.data, "train", options.image_size);
   net::ClientOptions o = options.net;
   o.timeout_ms = static_cast<int64_t>(options.timeout_s * 1000);
   o.max_message_bytes = options.max_message_mb << 20;

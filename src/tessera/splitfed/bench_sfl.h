@@ -67,8 +67,8 @@ ServeResult serve(const ServeOptions& options);
 
 /// One client process: everything else comes from the server.
 struct JoinOptions {
-  net::ClientOptions net;  ///< address, client id, token, TLS server name (the rest below)
-  std::string data_dir = data::kFashionMnistDir;
+  net::ClientOptions net;       ///< address, client id, token, TLS server name (the rest below)
+  DataOptions data;             ///< its copy of the training set (the server says how much it uses)
   int64_t image_size = 32;      ///< must match the server's
   double timeout_s = 120.0;     ///< one call (turns included)
   double retry_s = 60.0;        ///< retrying an unreachable server

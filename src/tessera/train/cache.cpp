@@ -40,10 +40,11 @@ nlohmann::json TrainRecipe::to_json() const {
           {"extra", extra}};
 }
 
-std::string TrainRecipe::key() const {
-  // nlohmann::json keeps object keys sorted, so dump() is canonical.
-  return fmt::format("{}-{:016x}", arch.name, fnv1a64(to_json().dump()));
+std::string hash_key(const std::string& prefix, const nlohmann::json& recipe) {
+  return fmt::format("{}-{:016x}", prefix, fnv1a64(recipe.dump()));
 }
+
+std::string TrainRecipe::key() const { return hash_key(arch.name, to_json()); }
 
 std::string cache_dir() {
   if (!cache_dir_override().empty()) return cache_dir_override();
@@ -61,10 +62,29 @@ void set_cache_dir(const std::string& dir) { cache_dir_override() = dir; }
 
 std::string shipped_dir() { return TESSERA_SOURCE_DIR "/models/reference"; }
 
-std::string cached_path(const TrainRecipe& recipe) {
-  const std::string shipped = shipped_dir() + "/" + recipe.key() + ".safetensors";
+std::string cached_file_path(const std::string& file_name) {
+  const std::string shipped = shipped_dir() + "/" + file_name;
   if (file_exists(shipped)) return shipped;
-  return cache_dir() + "/" + recipe.key() + ".safetensors";
+  return cache_dir() + "/" + file_name;
+}
+
+std::string cached_file(const std::string& file_name,
+                        const std::function<void(const std::string& path)>& make) {
+  const std::string path = cached_file_path(file_name);
+  if (file_exists(path)) {
+    log::info("model cache: reusing {}", path);
+    return path;
+  }
+  log::info("model cache: making {} (not in {})", file_name, cache_dir());
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  make(path);
+  TESSERA_CHECK(file_exists(path), "model cache: making '{}' wrote no file", path);
+  log::info("model cache: saved {}", path);
+  return path;
+}
+
+std::string cached_path(const TrainRecipe& recipe) {
+  return cached_file_path(recipe.key() + ".safetensors");
 }
 
 models::Model cached_model(const TrainRecipe& recipe,

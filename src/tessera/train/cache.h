@@ -39,6 +39,20 @@ void set_cache_dir(const std::string& dir);
 /// The directory of the models shipped with the source tree (models/reference).
 std::string shipped_dir();
 
+/// "<prefix>-<16 hex digits of a 64-bit FNV-1a hash of recipe.dump()>": a cache key that is the
+/// same on every machine and standard library (nlohmann::json keeps object keys sorted).
+std::string hash_key(const std::string& prefix, const nlohmann::json& recipe);
+
+/// Where the cached file `file_name` is, or would be: shipped_dir()/file_name when that exists,
+/// else cache_dir()/file_name.
+std::string cached_file_path(const std::string& file_name);
+
+/// The path of the cached file `file_name`, made first by `make(path)` when it is missing (the
+/// cache directory is created; `make` must write `path` atomically). For artifacts that are not
+/// vision models: an LLM and its tokenizer, a distilled LLM.
+std::string cached_file(const std::string& file_name,
+                        const std::function<void(const std::string& path)>& make);
+
 /// Where a recipe's model is, or would be, cached: shipped_dir()/KEY.safetensors when that file
 /// exists, else cache_dir()/KEY.safetensors.
 std::string cached_path(const TrainRecipe& recipe);
@@ -63,6 +77,15 @@ struct ReferenceModel {
   std::function<TrainRecipe()> recipe;
   /// Returns the cached model, training it first when it is missing: (data directory) -> model.
   std::function<models::Model(const std::string& data_dir)> build;
+};
+
+/// A cached reference artifact that is not a vision model (an LLM file): `tessera models` lists
+/// it and `tessera models train-reference` builds it like a ReferenceModel.
+struct ReferenceFile {
+  std::string name;
+  std::string description;
+  std::function<std::string()> path;                       ///< cached_file_path(...)
+  std::function<void(const std::string& data_dir)> build;  ///< makes the file when missing
 };
 
 }  // namespace tessera::train
