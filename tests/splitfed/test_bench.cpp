@@ -411,7 +411,7 @@ TEST_F(BenchTest, BenchMiTrainsEveryDefenseAndAttacksItsCheckpoints) {
 
 TEST_F(BenchTest, TourRowsReportBothExperiments) {
   TourOptions t = tour_options(TourContext{});
-  EXPECT_EQ(t.me_run.data.train_samples, 6000);
+  EXPECT_EQ(t.me_run.data.train_samples, 12000);
   EXPECT_EQ(t.mi.run.sfl.epochs, 5);
   t.me_run = tiny_run();
   t.attacker.surrogate_epochs = 1;

@@ -28,7 +28,8 @@ void add_tour_command(CLI::App& app, Tour& tour) {
   cmd->add_option("--work-dir", options->context.work_dir,
                   "where the tour keeps its models and reports")
       ->capture_default_str();
-  cmd->add_option("--only", options->only, "run only these steps (names as in the table)");
+  cmd->add_option("--only", options->only, "run only these steps (comma-separated step names)")
+      ->delimiter(',');
   add_json_option(cmd, options->json);
 
   cmd->callback([options, &tour] {

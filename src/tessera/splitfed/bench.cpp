@@ -79,27 +79,28 @@ std::vector<train::ReferenceModel> reference_models() {
 
 TourOptions tour_options(const TourContext& context) {
   TourOptions t;
-  // A short SFL run (VGG-11-BN at 1/8 width, 3 clients, 2 epochs on 6000 images) and one
-  // offline attack (Train-ME with 5% of the data, 5 server-side layers).
-  t.me_run.sfl.model.width_mult = 0.125;
-  t.me_run.sfl.epochs = 2;
+  // An SFL run long enough for the target to be a real classifier (VGG-11-BN at 1/4 width, 3
+  // clients, 4 epochs on 12000 images) and one offline attack (Train-ME with 5% of the data, 5
+  // server-side layers, 20 surrogate epochs): the surrogate's distance to the target shows.
+  t.me_run.sfl.model.width_mult = 0.25;
+  t.me_run.sfl.epochs = 4;
   t.me_run.sfl.seed = context.seed;
-  t.me_run.data.train_samples = 6000;
+  t.me_run.data.train_samples = 12000;
   t.me_run.data.test_samples = 2000;
   if (!context.data_dir.empty()) t.me_run.data.dir = context.data_dir;
-  t.attacker.surrogate_epochs = 5;
+  t.attacker.surrogate_epochs = 20;
   t.attacker.attacker_fraction = 0.05;
-  // Plain SFL and ResSFL (2-epoch expert on classes 0-4 with a res_normN2C32 simulated attacker,
-  // then a 5-epoch transfer to classes 5-9; plain SFL also 5 epochs) on 1000 images per task,
+  // Plain SFL and ResSFL (5-epoch expert on classes 0-4 with a res_normN2C32 simulated attacker,
+  // then a 5-epoch transfer to classes 5-9; plain SFL also 5 epochs) on 3000 images per task,
   // VGG-11-BN at 1/4 width, cut 4 (+ C8 bottleneck for ResSFL), lambda 1, tau 0; attacked by
   // res_normN2C32 trained 10 epochs on 1000 auxiliary images (a reduced `sfl bench-mi`).
   MiBenchOptions& b = t.mi;
   b.run.sfl.epochs = 5;  // 2 left the plain run's BN statistics unsettled (chance accuracy)
   b.run.sfl.seed = context.seed;
-  b.run.data.train_samples = 1000;
+  b.run.data.train_samples = 3000;
   b.run.data.test_samples = 2000;
   b.run.data.dir = t.me_run.data.dir;
-  b.expert_epochs = 2;
+  b.expert_epochs = 5;
   b.expert_decoder = {DecoderKind::residual, 2, 32};
   b.lambda = 1.0;
   b.tau = 0.0;

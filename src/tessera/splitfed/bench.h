@@ -22,10 +22,10 @@ std::vector<train::ReferenceModel> reference_models();
 
 /// The tour's two experiments, reduced to about a minute each.
 struct TourOptions {
-  SflRunOptions me_run;      ///< SFL target: VGG-11 x1/8, 3 clients, 2 epochs, 6000 images
-  AttackerOptions attacker;  ///< Train-ME with 5% of the data, 5 surrogate epochs
+  SflRunOptions me_run;      ///< SFL target: VGG-11 x1/4, 3 clients, 4 epochs, 12000 images
+  AttackerOptions attacker;  ///< Train-ME with 5% of the data, 20 surrogate epochs
   int64_t me_server_layers = 5;
-  MiBenchOptions mi;  ///< plain SFL against ResSFL, 1000 images per task, 5 epochs
+  MiBenchOptions mi;  ///< plain SFL against ResSFL, 3000 images per task, 5 epochs
 };
 TourOptions tour_options(const TourContext& context);
 /// The "splitfed" row: the SFL run's accuracy and Train-ME's surrogate against it.

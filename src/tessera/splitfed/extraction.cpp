@@ -275,12 +275,6 @@ ExtractionResult ExtractionAttack::fit(const data::Dataset& test,
   for (const double m : {0.2, 0.5, 0.8}) {
     t.milestones.push_back(std::max<int64_t>(1, std::llround(m * options_.surrogate_epochs)));
   }
-  auto optimizer = train::make_optimizer(surrogate_->parameters(), t);
-  const auto step = [&](const torch::Tensor& loss) {
-    optimizer->zero_grad();
-    loss.backward();
-    optimizer->step();
-  };
   std::mt19937_64 rng = make_rng(options_.seed, 41);
   ExtractionResult result;
   result.attack = kind();
@@ -291,26 +285,31 @@ ExtractionResult ExtractionAttack::fit(const data::Dataset& test,
   for (int64_t start = 0; start < test.size(); start += 512) {
     test_z.push_back(smashed(test.images.slice(0, start, std::min(test.size(), start + 512))));
   }
-  for (int64_t epoch = 0; epoch < options_.surrogate_epochs; ++epoch) {
-    train::set_learning_rate(*optimizer, train::learning_rate(t, epoch));
-    surrogate_->train();
-    train_epoch(step, rng);
-    torch::Tensor predictions;
-    {
-      torch::NoGradGuard no_grad;
-      surrogate_->eval();
-      std::vector<torch::Tensor> out;
-      for (const auto& z : test_z) out.push_back(surrogate_->forward(z).argmax(1));
-      predictions = torch::cat(out);
-    }
-    const double accuracy = predictions.eq(test.labels).to(torch::kFloat64).mean().item<double>();
-    const double fidelity =
-        predictions.eq(target_predictions).to(torch::kFloat64).mean().item<double>();
-    result.best_accuracy = std::max(result.best_accuracy, accuracy);
-    result.best_fidelity = std::max(result.best_fidelity, fidelity);
-    result.final_accuracy = accuracy;
-    result.final_fidelity = fidelity;
-  }
+  t.progress_label = "surrogate";
+  train::fit_epochs(
+      *surrogate_, t,
+      [&](int64_t, const train::StepFn& step) {
+        train_epoch([&](const torch::Tensor& loss) { step(loss); }, rng);
+      },
+      [&](const train::EpochStats&) {
+        torch::Tensor predictions;
+        {
+          torch::NoGradGuard no_grad;
+          surrogate_->eval();
+          std::vector<torch::Tensor> out;
+          for (const auto& z : test_z) out.push_back(surrogate_->forward(z).argmax(1));
+          predictions = torch::cat(out);
+        }
+        const double accuracy =
+            predictions.eq(test.labels).to(torch::kFloat64).mean().item<double>();
+        const double fidelity =
+            predictions.eq(target_predictions).to(torch::kFloat64).mean().item<double>();
+        result.best_accuracy = std::max(result.best_accuracy, accuracy);
+        result.best_fidelity = std::max(result.best_fidelity, fidelity);
+        result.final_accuracy = accuracy;
+        result.final_fidelity = fidelity;
+        return true;
+      });
   result.seconds = timer.elapsed_s();
   return result;
 }

@@ -11,6 +11,7 @@
 #include "tessera/core/image.h"
 #include "tessera/core/seed.h"
 #include "tessera/core/timer.h"
+#include "tessera/train/train.h"
 
 namespace tessera::splitfed {
 
@@ -208,33 +209,40 @@ Decoder train_decoder(ClientSide& client, const torch::Tensor& aux_images,
   const int64_t n = aux_images.size(0);
   const int64_t n_val = std::min<int64_t>(n - 2, std::llround(options.val_fraction * n));
   const int64_t n_train = n - n_val;
-  torch::optim::Adam optimizer(decoder->parameters(), torch::optim::AdamOptions(options.lr));
+  train::TrainOptions t;
+  t.optimizer = "adam";
+  t.lr = options.lr;
+  t.weight_decay = 0.0;
+  t.schedule = "constant";
+  t.epochs = options.epochs;
+  t.progress_label = "decoder";
   double best_val = std::numeric_limits<double>::infinity();
   State best;
   torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed + 5);
-  for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
-    decoder->train();
-    const torch::Tensor order = torch::randperm(n_train, gen, torch::kInt64);
-    for (int64_t i = 0; i + 1 < n_train; i += options.batch_size) {
-      // A last batch of one sample would break BN: it is skipped.
-      const torch::Tensor idx = order.slice(0, i, std::min(i + options.batch_size, n_train));
-      if (idx.size(0) < 2) continue;
-      optimizer.zero_grad();
-      const torch::Tensor loss =
-          image::mse(decoder->forward(z.index_select(0, idx)), aux_images.index_select(0, idx));
-      loss.backward();
-      optimizer.step();
-    }
-    if (n_val > 0) {
-      const double val =
-          image::mse(decode_all(decoder, z.slice(0, n_train)), aux_images.slice(0, n_train))
-              .item<double>();
-      if (val < best_val) {
-        best_val = val;
-        best = get_state(*decoder);
-      }
-    }
-  }
+  train::fit_epochs(
+      *decoder, t,
+      [&](int64_t, const train::StepFn& step) {
+        const torch::Tensor order = torch::randperm(n_train, gen, torch::kInt64);
+        for (int64_t i = 0; i + 1 < n_train; i += options.batch_size) {
+          // A last batch of one sample would break BN: it is skipped.
+          const torch::Tensor idx = order.slice(0, i, std::min(i + options.batch_size, n_train));
+          if (idx.size(0) < 2) continue;
+          step(image::mse(decoder->forward(z.index_select(0, idx)),
+                          aux_images.index_select(0, idx)));
+        }
+      },
+      [&](const train::EpochStats&) {
+        if (n_val > 0) {
+          const double val =
+              image::mse(decode_all(decoder, z.slice(0, n_train)), aux_images.slice(0, n_train))
+                  .item<double>();
+          if (val < best_val) {
+            best_val = val;
+            best = get_state(*decoder);
+          }
+        }
+        return true;
+      });
   if (!best.empty()) load_state(*decoder, best);
   decoder->eval();
   return decoder;

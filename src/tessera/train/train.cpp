@@ -306,4 +306,40 @@ StepRunResult run_steps(torch::nn::Module& module, const TrainOptions& step_opti
   return result;
 }
 
+std::vector<EpochStats> fit_epochs(torch::nn::Module& module, const TrainOptions& options,
+                                   const EpochFn& run_epoch, const EpochCallback& on_epoch) {
+  options.validate();
+  TESSERA_CHECK(!options.per_step_schedule && options.steps == 0,
+                "{}: fit_epochs schedules per epoch (no per-step schedule, no step budget)",
+                options.progress_label);
+  const TrainHooks no_hooks;
+  Stepper stepper(module, options, no_hooks, /*total_steps=*/0);
+  const Timer run_timer;
+  std::vector<EpochStats> history;
+  int64_t step = 0;
+  for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
+    if (options.max_seconds > 0 && run_timer.elapsed_s() > options.max_seconds) break;
+    EpochStats stats;
+    stats.epoch = epoch + 1;
+    stats.lr = learning_rate(options, epoch);
+    set_learning_rate(stepper.optimizer(), stats.lr);
+    module.train();
+    Timer timer;
+    double loss_sum = 0.0;
+    int64_t n_steps = 0;
+    run_epoch(epoch, [&](const torch::Tensor& loss) {
+      const double value = stepper.step(step++, [&] { return loss; });
+      loss_sum += value;
+      ++n_steps;
+      return value;
+    });
+    stats.seconds = timer.elapsed_s();
+    stats.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(n_steps, 1));
+    history.push_back(stats);
+    if (on_epoch && !on_epoch(stats)) break;
+  }
+  module.eval();
+  return history;
+}
+
 }  // namespace tessera::train

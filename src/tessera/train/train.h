@@ -149,6 +149,20 @@ struct StepRunResult {
 StepRunResult run_steps(torch::nn::Module& module, const TrainOptions& options,
                         const StepLossFn& step_loss, const TrainHooks& hooks = {});
 
+/// One optimizer step on a loss the caller computed: zero_grad, backward, clipping, step.
+/// Returns the loss value.
+using StepFn = std::function<double(const torch::Tensor& loss)>;
+/// One epoch whose batches the caller draws (an attacker's queries, (feature, image) pairs):
+/// it calls step(loss) once per batch.
+using EpochFn = std::function<void(int64_t epoch, const StepFn& step)>;
+
+/// The same loop as fit() over `options.epochs` epochs of batches that `run_epoch` draws:
+/// optimizer, per-epoch schedule, clipping, divergence check, time budget, `on_epoch` after every
+/// epoch (EpochStats with epoch, lr, mean step loss, seconds; no accuracies). Per-step schedules
+/// and the step hooks need fit() or run_steps(), which own the forward pass.
+std::vector<EpochStats> fit_epochs(torch::nn::Module& module, const TrainOptions& options,
+                                   const EpochFn& run_epoch, const EpochCallback& on_epoch = {});
+
 /// Convenience overload for a module holder with forward(Tensor).
 template <typename ModuleHolder, typename = decltype(std::declval<ModuleHolder&>()->is_training())>
 std::vector<EpochStats> fit(ModuleHolder& model, const data::Dataset& train_set,
