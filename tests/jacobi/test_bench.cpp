@@ -260,6 +260,31 @@ TEST_F(JacobiBenchTest, RunBenchComparesBothModelsOnTheTestPrompts) {
   EXPECT_THROW(run_bench(base, distilled, corpus, o), tessera::Error);
 }
 
+TEST_F(JacobiBenchTest, BlockSweepMeasuresEveryBlockOnTheSamePrompts) {
+  const auto corpus = make_math_corpus(20, 3, 0);
+  auto base = random_bundle(corpus);
+  auto distilled = copy_bundle(base);
+  JacobiBenchOptions o;
+  o.n_prompts = 2;
+  o.decode.max_new_tokens = 8;
+  const auto sweep = run_block_sweep(base, distilled, corpus, o, {1, 3, 6});
+  ASSERT_EQ(sweep.runs.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& r = sweep.runs[i];
+    EXPECT_EQ(r.options.decode.block_size, std::vector<int64_t>({1, 3, 6})[i]);
+    EXPECT_EQ(r.base.jacobi.outputs, r.base.ar.outputs) << "block " << r.options.decode.block_size;
+    EXPECT_EQ(r.base.ar.outputs, sweep.runs[0].base.ar.outputs) << "same prompts, same AR";
+    EXPECT_DOUBLE_EQ(r.quality_base, sweep.runs[0].quality_base);
+  }
+  // Block 1 is AR: one token per forward.
+  EXPECT_DOUBLE_EQ(sweep.runs[0].base.jacobi.tpf, 1.0);
+  EXPECT_EQ(sweep.table().n_rows(), 3u);
+  EXPECT_EQ(sweep.to_json()["runs"].size(), 3u);
+  EXPECT_NE(sweep.svg().find("against block size"), std::string::npos);
+  EXPECT_THROW(run_block_sweep(base, distilled, corpus, o, {}), tessera::Error);
+  EXPECT_THROW(run_block_sweep(base, distilled, corpus, o, {0}), tessera::Error);
+}
+
 TEST_F(JacobiBenchTest, DecodeBandwidthKeepsTheBestOfEachRound) {
   llm::Llama model(bandwidth_model());
   llm::LlamaEngine engine(model);

@@ -274,6 +274,7 @@ void register_generate(CLI::App& llm) {
 struct BenchCommand {
   jacobi::CorpusOptions corpus;
   jacobi::JacobiBenchOptions options;
+  std::vector<int64_t> blocks;  ///< a sweep over block sizes when non-empty
   std::string base, distilled, json, svg;
 };
 
@@ -284,6 +285,15 @@ void run_bench(const BenchCommand& cmd) {
   tessera::Report report("llm bench", config, cmd.options.decode.seed);
   auto base = llm::load_llm(cmd.base);
   auto distilled = llm::load_llm(cmd.distilled);
+  if (!cmd.blocks.empty()) {
+    const auto sweep =
+        jacobi::run_block_sweep(base, distilled, cmd.corpus.make(), cmd.options, cmd.blocks);
+    std::cout << sweep.table().to_string() << sweep.runs.front().setup() << "\n";
+    if (!cmd.svg.empty()) tessera::write_file_atomic(cmd.svg, sweep.svg());
+    report.results() = sweep.to_json();
+    report.write(cmd.json);
+    return;
+  }
   const auto r = jacobi::run_bench(base, distilled, cmd.corpus.make(), cmd.options);
   std::cout << r.table().to_string() << r.setup() << "\n";
   if (!cmd.svg.empty()) tessera::write_file_atomic(cmd.svg, r.svg());
@@ -299,7 +309,11 @@ void register_bench(CLI::App& llm) {
   sub->add_option("--distilled", cmd->distilled, "distilled model file")->required();
   add_bench_flags(sub, cmd->options);
   cli::add_json_option(sub, cmd->json);
-  sub->add_option("--svg", cmd->svg, "write Jacobi TPF and tokens/s per test prompt as SVG");
+  sub->add_option("--blocks", cmd->blocks, "sweep these block sizes (comma-separated)")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--svg", cmd->svg,
+                  "write TPF and speed as SVG: per test prompt, or against --blocks");
   sub->callback([cmd] { run_bench(*cmd); });
 }
 

@@ -359,26 +359,93 @@ std::string JacobiBenchResult::svg() const {
   return svg_side_by_side({tpf.render(), speed.render()});
 }
 
-JacobiBenchResult run_bench(llm::LlmBundle& base, llm::LlmBundle& distilled, const Corpus& corpus,
-                            const JacobiBenchOptions& options) {
-  options.validate();
+namespace {
+
+// AR against Jacobi on both models over the prompts; the qualities are left to the caller.
+JacobiBenchResult measure_pair(llm::LlmBundle& base, llm::LlmBundle& distilled,
+                               const std::vector<std::vector<int64_t>>& prompts, Domain domain,
+                               const JacobiBenchOptions& options) {
   JacobiBenchResult r;
-  r.domain = corpus.domain;
+  r.domain = domain;
   r.options = options;
   r.options.decode.eos_id = base.tokenizer.special_id(kEosToken);
   r.threads = at::get_num_threads();
   r.kernel = llm::matmul_kernel_name();
+  ProgressBar bar(fmt::format("bench block {}", options.decode.block_size),
+                  4 * static_cast<int64_t>(prompts.size()));
+  r.base = measure_speed(base.model, prompts, r.options.decode, &bar);
+  r.distilled = measure_speed(distilled.model, prompts, r.options.decode, &bar);
+  bar.finish();
+  return r;
+}
+
+}  // namespace
+
+JacobiBenchResult run_bench(llm::LlmBundle& base, llm::LlmBundle& distilled, const Corpus& corpus,
+                            const JacobiBenchOptions& options) {
+  return run_block_sweep(base, distilled, corpus, options, {options.decode.block_size})
+      .runs.front();
+}
+
+BlockSweepResult run_block_sweep(llm::LlmBundle& base, llm::LlmBundle& distilled,
+                                 const Corpus& corpus, const JacobiBenchOptions& options,
+                                 const std::vector<int64_t>& block_sizes) {
+  options.validate();
+  TESSERA_CHECK(!block_sizes.empty(), "bench: no block size to measure");
   const auto prompts = encode_prompts(base, corpus.test, options.n_prompts);
   TESSERA_CHECK(!prompts.empty(), "bench: no test prompt fits the model's context");
-  {
-    ProgressBar bar("bench", 4 * static_cast<int64_t>(prompts.size()));
-    r.base = measure_speed(base.model, prompts, r.options.decode, &bar);
-    r.distilled = measure_speed(distilled.model, prompts, r.options.decode, &bar);
-    bar.finish();
+  BlockSweepResult sweep;
+  for (const int64_t block : block_sizes) {
+    JacobiBenchOptions o = options;
+    o.decode.block_size = block;
+    o.validate();
+    sweep.runs.push_back(measure_pair(base, distilled, prompts, corpus.domain, o));
   }
-  r.quality_base = quality(base, corpus, options.decode.max_new_tokens);
-  r.quality_distilled = quality(distilled, corpus, options.decode.max_new_tokens);
-  return r;
+  const double quality_base = quality(base, corpus, options.decode.max_new_tokens);
+  const double quality_distilled = quality(distilled, corpus, options.decode.max_new_tokens);
+  for (auto& r : sweep.runs) {
+    r.quality_base = quality_base;
+    r.quality_distilled = quality_distilled;
+  }
+  return sweep;
+}
+
+Table BlockSweepResult::table() const {
+  Table t({"block", "TPF base", "TPF distilled", "speedup base", "speedup distilled",
+           "identical to AR"});
+  for (const auto& r : runs) {
+    t.add_row(
+        {std::to_string(r.options.decode.block_size), fmt::format("{:.2f}", r.base.jacobi.tpf),
+         fmt::format("{:.2f}", r.distilled.jacobi.tpf), fmt::format("{:.2f}x", r.base.speedup()),
+         fmt::format("{:.2f}x", r.distilled.speedup()),
+         (r.base.jacobi.identical && r.distilled.jacobi.identical) ? "yes" : "NO"});
+  }
+  return t;
+}
+
+nlohmann::json BlockSweepResult::to_json() const {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& r : runs) j.push_back(r.to_json());
+  return {{"table", table().to_json()}, {"runs", j}};
+}
+
+std::string BlockSweepResult::svg() const {
+  SvgPlot tpf("Jacobi tokens per forward against block size", "block size", "tokens per forward");
+  SvgPlot speed("wall-clock speedup over AR against block size", "block size", "speedup (x)");
+  SvgSeries tpf_base{"base", {}, true}, tpf_distilled{"distilled", {}, true};
+  SvgSeries speed_base{"base", {}, true}, speed_distilled{"distilled", {}, true};
+  for (const auto& r : runs) {
+    const double n = static_cast<double>(r.options.decode.block_size);
+    tpf_base.points.emplace_back(n, r.base.jacobi.tpf);
+    tpf_distilled.points.emplace_back(n, r.distilled.jacobi.tpf);
+    speed_base.points.emplace_back(n, r.base.speedup());
+    speed_distilled.points.emplace_back(n, r.distilled.speedup());
+  }
+  tpf.add_series(tpf_base);
+  tpf.add_series(tpf_distilled);
+  speed.add_series(speed_base);
+  speed.add_series(speed_distilled);
+  return svg_side_by_side({tpf.render(), speed.render()});
 }
 
 // ---- memory bandwidth and the n-token forward cost ---------------------------------------------

@@ -176,6 +176,21 @@ struct JacobiBenchResult {
 JacobiBenchResult run_bench(llm::LlmBundle& base, llm::LlmBundle& distilled, const Corpus& corpus,
                             const JacobiBenchOptions& options);
 
+/// run_bench at several block sizes on the same prompts (the quality of a model does not depend on
+/// the block: it is measured once).
+struct BlockSweepResult {
+  std::vector<JacobiBenchResult> runs;  ///< one per block size, in the order asked
+  /// One row per block: TPF and speedup of both models, identical to AR.
+  Table table() const;
+  nlohmann::json to_json() const;
+  /// TPF and wall-clock speedup over AR against the block size, for both models.
+  std::string svg() const;
+};
+
+BlockSweepResult run_block_sweep(llm::LlmBundle& base, llm::LlmBundle& distilled,
+                                 const Corpus& corpus, const JacobiBenchOptions& options,
+                                 const std::vector<int64_t>& block_sizes);
+
 // ---- memory bandwidth and the n-token forward cost ---------------------------------------------
 
 struct BandwidthOptions {
