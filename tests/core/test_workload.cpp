@@ -419,5 +419,15 @@ TEST(WorkloadJson, LoadErrorsNameTheFile) {
   }
 }
 
+TEST(Workload, AppendConvPadsByHalfTheKernelAndReturnsTheOutputSide) {
+  Workload w;
+  EXPECT_EQ(append_conv(w, "stem", 3, 64, 7, 2, 224), 112);  // (224 + 6 - 7) / 2 + 1
+  EXPECT_EQ(append_conv(w, "dw", 64, 64, 3, 1, 112, 64), 112);
+  ASSERT_EQ(w.layers.size(), 2u);
+  EXPECT_EQ(w.layers[0].padding, 3);
+  EXPECT_EQ(w.layers[1].groups, 64);
+  EXPECT_EQ(w.layers[1].macs(), 112 * 112 * 64 * 9);
+}
+
 }  // namespace
 }  // namespace tessera::workload

@@ -343,4 +343,22 @@ void save(const std::string& path, const Workload& workload) {
   write_file_atomic(path, workload.to_json().dump(2) + "\n");
 }
 
+int64_t append_conv(Workload& workload, const std::string& name, int64_t in_channels,
+                    int64_t out_channels, int64_t kernel, int64_t stride, int64_t side,
+                    int64_t groups) {
+  Layer l;
+  l.name = name;
+  l.kind = OpKind::Conv2d;
+  l.in_channels = in_channels;
+  l.out_channels = out_channels;
+  l.kernel_h = l.kernel_w = kernel;
+  l.stride = stride;
+  l.padding = kernel / 2;
+  l.groups = groups;
+  l.in_h = l.in_w = side;
+  l.out_h = l.out_w = (side + 2 * (kernel / 2) - kernel) / stride + 1;
+  workload.layers.push_back(l);
+  return l.out_h;
+}
+
 }  // namespace tessera::workload

@@ -63,6 +63,12 @@ struct Workload {
   static Workload from_json(const nlohmann::json& json);
 };
 
+/// Appends a square "same"-padded convolution (padding k/2) with input side `side` and returns
+/// its output side: the building block of workloads written by hand (ImageNet ResNets, MobileNet).
+int64_t append_conv(Workload& workload, const std::string& name, int64_t in_channels,
+                    int64_t out_channels, int64_t kernel, int64_t stride, int64_t side,
+                    int64_t groups = 1);
+
 /// Reads and validates a workload JSON file.
 Workload load(const std::string& path);
 void save(const std::string& path, const Workload& workload);

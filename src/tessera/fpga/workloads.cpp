@@ -5,43 +5,23 @@
 
 namespace tessera::fpga {
 
-namespace {
-
-int64_t add_conv(workload::Workload& w, const std::string& name, int64_t in_c, int64_t out_c,
-                 int64_t k, int64_t stride, int64_t side) {
-  workload::Layer l;
-  l.name = name;
-  l.kind = workload::OpKind::Conv2d;
-  l.in_channels = in_c;
-  l.out_channels = out_c;
-  l.kernel_h = l.kernel_w = k;
-  l.stride = stride;
-  l.padding = k / 2;
-  l.in_h = l.in_w = side;
-  l.out_h = l.out_w = (side + 2 * (k / 2) - k) / stride + 1;
-  w.layers.push_back(l);
-  return l.out_h;
-}
-
-}  // namespace
-
 workload::Workload resnet18_imagenet() {
   workload::Workload w;
   w.model = "resnet18-imagenet";
   w.input_shape = {3, 224, 224};
-  int64_t side = add_conv(w, "conv1", 3, 64, 7, 2, 224);  // 112
-  side = (side + 2 - 3) / 2 + 1;                          // 3x3/2 max pool: 56
+  int64_t side = workload::append_conv(w, "conv1", 3, 64, 7, 2, 224);  // 112
+  side = (side + 2 - 3) / 2 + 1;                                       // 3x3/2 max pool: 56
   int64_t in_c = 64;
   const int64_t widths[4] = {64, 128, 256, 512};
   for (int stage = 0; stage < 4; ++stage) {
     const int64_t c = widths[stage];
     const int64_t stride = stage == 0 ? 1 : 2;
     const std::string p = fmt::format("layer{}.", stage + 1);
-    const int64_t out = add_conv(w, p + "0.conv1", in_c, c, 3, stride, side);
-    add_conv(w, p + "0.conv2", c, c, 3, 1, out);
-    if (stage > 0) add_conv(w, p + "0.downsample", in_c, c, 1, stride, side);
-    add_conv(w, p + "1.conv1", c, c, 3, 1, out);
-    add_conv(w, p + "1.conv2", c, c, 3, 1, out);
+    const int64_t out = workload::append_conv(w, p + "0.conv1", in_c, c, 3, stride, side);
+    workload::append_conv(w, p + "0.conv2", c, c, 3, 1, out);
+    if (stage > 0) workload::append_conv(w, p + "0.downsample", in_c, c, 1, stride, side);
+    workload::append_conv(w, p + "1.conv1", c, c, 3, 1, out);
+    workload::append_conv(w, p + "1.conv2", c, c, 3, 1, out);
     side = out;
     in_c = c;
   }

@@ -16,24 +16,6 @@ int64_t conv_out(int64_t in, int64_t k, int64_t stride, int64_t pad) {
   return (in + 2 * pad - k) / stride + 1;
 }
 
-// Appends a conv layer and returns its output side.
-int64_t add_conv(workload::Workload& w, const std::string& name, int64_t in_c, int64_t out_c,
-                 int64_t k, int64_t stride, int64_t side, int64_t groups = 1) {
-  workload::Layer l;
-  l.name = name;
-  l.kind = workload::OpKind::Conv2d;
-  l.in_channels = in_c;
-  l.out_channels = out_c;
-  l.kernel_h = l.kernel_w = k;
-  l.stride = stride;
-  l.padding = k / 2;
-  l.groups = groups;
-  l.in_h = l.in_w = side;
-  l.out_h = l.out_w = conv_out(side, k, stride, k / 2);
-  w.layers.push_back(l);
-  return l.out_h;
-}
-
 void add_linear(workload::Workload& w, const std::string& name, int64_t in_f, int64_t out_f) {
   workload::Layer l;
   l.name = name;
@@ -49,7 +31,7 @@ workload::Workload resnet50_imagenet() {
   workload::Workload w;
   w.model = "resnet50-imagenet";
   w.input_shape = {3, 224, 224};
-  int64_t side = add_conv(w, "conv1", 3, 64, 7, 2, 224);
+  int64_t side = workload::append_conv(w, "conv1", 3, 64, 7, 2, 224);
   side = conv_out(side, 3, 2, 1);  // 3x3/2 max pool: 112 -> 56
   int64_t in_c = 64;
   const int64_t blocks[4] = {3, 4, 6, 3};
@@ -59,10 +41,10 @@ workload::Workload resnet50_imagenet() {
       const std::string p = fmt::format("layer{}.{}.", stage + 1, b);
       const int64_t width = widths[stage], out_c = 4 * widths[stage];
       const int64_t stride = (b == 0 && stage > 0) ? 2 : 1;
-      add_conv(w, p + "conv1", in_c, width, 1, 1, side);
-      const int64_t out_side = add_conv(w, p + "conv2", width, width, 3, stride, side);
-      add_conv(w, p + "conv3", width, out_c, 1, 1, out_side);
-      if (b == 0) add_conv(w, p + "downsample", in_c, out_c, 1, stride, side);
+      workload::append_conv(w, p + "conv1", in_c, width, 1, 1, side);
+      const int64_t out_side = workload::append_conv(w, p + "conv2", width, width, 3, stride, side);
+      workload::append_conv(w, p + "conv3", width, out_c, 1, 1, out_side);
+      if (b == 0) workload::append_conv(w, p + "downsample", in_c, out_c, 1, stride, side);
       in_c = out_c;
       side = out_side;
     }
@@ -76,7 +58,7 @@ workload::Workload mobilenetv2_imagenet() {
   workload::Workload w;
   w.model = "mobilenetv2-imagenet";
   w.input_shape = {3, 224, 224};
-  int64_t side = add_conv(w, "features.0", 3, 32, 3, 2, 224);
+  int64_t side = workload::append_conv(w, "features.0", 3, 32, 3, 2, 224);
   int64_t in_c = 32;
   // (expansion t, channels c, repeats n, first stride s) of MobileNetV2 Table 2.
   const int64_t settings[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
@@ -86,13 +68,14 @@ workload::Workload mobilenetv2_imagenet() {
     for (int64_t i = 0; i < s[2]; ++i, ++block) {
       const std::string p = fmt::format("features.{}.", block);
       const int64_t hidden = in_c * s[0];
-      if (s[0] != 1) add_conv(w, p + "expand", in_c, hidden, 1, 1, side);
-      side = add_conv(w, p + "depthwise", hidden, hidden, 3, i == 0 ? s[3] : 1, side, hidden);
-      add_conv(w, p + "project", hidden, s[1], 1, 1, side);
+      if (s[0] != 1) workload::append_conv(w, p + "expand", in_c, hidden, 1, 1, side);
+      side = workload::append_conv(w, p + "depthwise", hidden, hidden, 3, i == 0 ? s[3] : 1, side,
+                                   hidden);
+      workload::append_conv(w, p + "project", hidden, s[1], 1, 1, side);
       in_c = s[1];
     }
   }
-  add_conv(w, "features.18", 320, 1280, 1, 1, side);
+  workload::append_conv(w, "features.18", 320, 1280, 1, 1, side);
   add_linear(w, "classifier", 1280, 1000);
   w.validate();
   return w;
