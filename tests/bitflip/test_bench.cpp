@@ -85,6 +85,28 @@ TrialResult fake_trial(std::vector<double> pbfa, std::vector<double> random,
   return t;
 }
 
+TEST(StopReason, ExplainsWhyAStalledRoundStopped) {
+  TrialResult t = fake_trial({0.9, 0.8, 0.6}, {}, {}, 0.1);
+  for (const int64_t index : {3, 4, 3}) {
+    BitFlip f;
+    f.layer = "conv.weight";
+    f.index = index;
+    t.flips.push_back(f);
+  }
+  t.pbfa_steps = {{1.0, 1.2, 1, true}, {1.2, 1.1, 2, false}, {1.1, 1.3, 1, true}};
+  t.batch_agreement = 0.8;
+  const std::string reason = stop_reason(t, 0.11);
+  EXPECT_NE(reason.find("stuck at 60.00% after 3 flips"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("1 of 3 iterations found no flip"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("1 multi-bit iterations, 1 flips of an already flipped"), std::string::npos)
+      << reason;
+  EXPECT_NE(reason.find("loss 1.000 -> 1.300"), std::string::npos) << reason;
+  t.batch_agreement = 0.1;
+  EXPECT_NE(stop_reason(t, 0.11).find("broke its attack batch"), std::string::npos);
+  t.pbfa_accuracy.back() = 0.1;  // reached the random level: nothing to explain
+  EXPECT_EQ(stop_reason(t, 0.11), "");
+}
+
 TEST(MeanSd, EqualsAHandComputation) {
   const MeanSd s = mean_sd({1.0, 2.0, 4.0});
   const double mean = 7.0 / 3.0;
@@ -160,7 +182,15 @@ TEST_F(SeededTest, BenchOneModelRunsEveryTrialAndAggregatesThem) {
       EXPECT_EQ(r.n_flips, 3);
       EXPECT_GE(r.n_detected, 0);
       EXPECT_LE(r.n_detected, r.n_flips);
+      for (const double acc : {r.recovered_accuracy, r.marked_accuracy, r.oracle_accuracy}) {
+        EXPECT_GE(acc, 0.0);
+        EXPECT_LE(acc, 1.0);
+      }
+      // The finer recovery never zeroes more than the paper's.
+      EXPECT_LE(r.n_marked_zeroed, r.n_weights_zeroed);
     }
+    EXPECT_EQ(t.pbfa_steps.size() > 0, true);
+    EXPECT_GE(t.batch_agreement, 0.0);
     detected_g4.push_back(static_cast<double>(t.radar[0].n_detected));
     end.push_back(t.pbfa_accuracy.back());
   }
@@ -175,6 +205,8 @@ TEST_F(SeededTest, BenchOneModelRunsEveryTrialAndAggregatesThem) {
   ASSERT_EQ(m.overhead.size(), 2u);
   EXPECT_EQ(m.overhead[0].batch, 1);
   EXPECT_EQ(m.overhead[1].batch, 8);
+  EXPECT_GT(m.overhead[1].timing.t_read_us, 0.0);
+  EXPECT_GE(m.overhead[1].timing.t_check_us, 0.0);
   ASSERT_EQ(m.evasion.size(), 2u);
   EXPECT_EQ(m.evasion[1].group_size, 8);
   EXPECT_EQ(m.evasion[1].n_trials, 200);
@@ -255,7 +287,7 @@ TEST_F(SeededTest, RunBenchOnSyntheticDataReturnsOneModelPerArch) {
   EXPECT_EQ(result.to_string().find("Stretch"), std::string::npos);
   EXPECT_TRUE(file_exists(train::cached_path(bench_recipe("vgg11_bn", o, "synthetic"))));
   // Bad options name their field.
-  o.n_seeds = 0;
+  o.n_seeds = -1;
   EXPECT_NE(error_of([&] { run_bench(o, data); }).find("n_seeds"), std::string::npos);
   o.n_seeds = 1;
   o.trial.n_defended_flips = 3;
@@ -309,7 +341,7 @@ TEST_F(SeededTest, ProtectAttackAndVerifyASmallModel) {
   int64_t n_weights = 0, n_groups = 0;
   for (const auto& w : model.weights) {
     n_weights += w.numel();
-    n_groups += (w.numel() + 7) / 8;  // a tail group per layer
+    n_groups += (w.numel() + 255) / 256 * 32;  // zero-padded to 32 G codes per layer
   }
   EXPECT_EQ(protect.n_weights, n_weights);
   EXPECT_EQ(protect.golden.n_groups(), n_groups);
@@ -324,6 +356,7 @@ TEST_F(SeededTest, ProtectAttackAndVerifyASmallModel) {
   EXPECT_FALSE(ok.recovered);
   EXPECT_EQ(ok.to_string().rfind("OK:", 0), 0u);
   EXPECT_EQ(ok.accuracy_after, ok.accuracy_before);
+  EXPECT_EQ(ok.exit_code(), 0);
   // PBFA: a row per flip after the clean row; the JSON carries the accuracy after each flip.
   AttackRunOptions attack;
   attack.attack.n_flips = 3;
@@ -342,10 +375,15 @@ TEST_F(SeededTest, ProtectAttackAndVerifyASmallModel) {
   hit.sync();
   const VerifyResult bad = verify_model(hit, radar, protect.golden, true, &eval_set);
   EXPECT_FALSE(bad.check.clean());
+  EXPECT_EQ(bad.exit_code(), kVerifyMismatchExit);
+  EXPECT_EQ(bad.exit_code(), 3);
   EXPECT_TRUE(bad.recovered);
   EXPECT_GE(bad.weights_zeroed, 1);
   EXPECT_LE(bad.weights_zeroed, 8 * bad.check.n_flagged_groups());
   EXPECT_NE(bad.to_string().find("MISMATCH"), std::string::npos);
+  // It names the layer and the flagged group.
+  EXPECT_NE(bad.to_string().find(model.weights[0].name), std::string::npos);
+  EXPECT_NE(bad.to_string().find(std::to_string(radar.layout(0).group_of(5))), std::string::npos);
   EXPECT_EQ(bad.to_json().at("weights_zeroed"), bad.weights_zeroed);
   EXPECT_EQ(hit.weights[0].values.view(-1)[5].item<int32_t>(), 0);
 }

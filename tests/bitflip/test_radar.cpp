@@ -1,6 +1,7 @@
 // RADAR: signature arithmetic against hand-computed groups, the fast layer checksum against the
 // naive per-group one, detection, recovery, tail groups, and the authenticated signature file.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <random>
@@ -121,26 +122,60 @@ TEST_F(SeededTest, AnySingleMsbFlipTogglesBAndSameDirectionPairTogglesA) {
   }
 }
 
-TEST_F(SeededTest, LayoutIsAKeyedPermutationWithBalancedKeys) {
+TEST_F(SeededTest, LayoutCoversEveryWeightOnceWithOneCodePerRowAndBalancedKeys) {
   const auto weights = small_model(1);
-  const Radar radar(RadarKey::from_seed(3), RadarOptions{8, 2}, weights);
-  for (size_t l = 0; l < weights.size(); ++l) {
-    const auto& layout = radar.layout(l);
-    std::vector<int32_t> sorted = layout.order;
-    std::sort(sorted.begin(), sorted.end());
-    for (int64_t i = 0; i < layout.numel(); ++i) ASSERT_EQ(sorted[i], i);
-    for (int64_t p = 0; p < layout.numel(); ++p) EXPECT_EQ(layout.group_of(layout.order[p]), p / 8);
-    for (int64_t g = 0; g + 1 < layout.n_groups(); ++g) {
-      int sum = 0;
-      for (int64_t p = g * 8; p < (g + 1) * 8; ++p) sum += layout.keys[p];
-      EXPECT_EQ(sum, 0) << "group " << g << " keys are not balanced";
+  for (int64_t g_size : {2, 5, 8, 16}) {
+    const Radar radar(RadarKey::from_seed(3), RadarOptions{g_size, 2, 256}, weights);
+    for (size_t l = 0; l < weights.size(); ++l) {
+      const auto& layout = radar.layout(l);
+      ASSERT_EQ(layout.padded % (32 * g_size), 0);
+      ASSERT_GE(layout.padded, layout.numel);
+      ASSERT_LT(layout.padded - layout.numel, 32 * g_size);
+      std::vector<int> seen(static_cast<size_t>(layout.padded), 0);
+      for (int64_t g = 0; g < layout.n_groups(); ++g) {
+        std::set<int64_t> rows;
+        for (int64_t j = 0; j < g_size; ++j) {
+          const int64_t flat = layout.element(g, j);
+          ASSERT_GE(flat, 0);
+          ASSERT_LT(flat, layout.padded);
+          ++seen[static_cast<size_t>(flat)];
+          if (flat < layout.numel) {
+            EXPECT_EQ(layout.group_of(flat), g);
+          }
+          // Within its block, a group takes one code from each of the G rows.
+          for (const auto& block : layout.blocks) {
+            const int64_t width = 32 * block.slots;
+            if (flat >= block.begin && flat < block.begin + g_size * width)
+              rows.insert((flat - block.begin) / width);
+          }
+        }
+        EXPECT_EQ(static_cast<int64_t>(rows.size()), g_size) << "G " << g_size << " group " << g;
+      }
+      for (int64_t i = 0; i < layout.padded; ++i) ASSERT_EQ(seen[i], 1) << "element " << i;
+      int key_sum = 0;
+      for (int64_t j = 0; j < g_size; ++j) key_sum += layout.key(j);
+      EXPECT_EQ(key_sum, g_size % 2);
     }
   }
+  const Radar radar(RadarKey::from_seed(3), RadarOptions{8, 2}, weights);
   const Radar same(RadarKey::from_seed(3), RadarOptions{8, 2}, weights);
   const Radar other(RadarKey::from_seed(4), RadarOptions{8, 2}, weights);
-  EXPECT_EQ(radar.layout(0).order, same.layout(0).order);
-  EXPECT_EQ(radar.layout(0).keys, same.layout(0).keys);
-  EXPECT_NE(radar.layout(0).order, other.layout(0).order);
+  EXPECT_EQ(radar.layout(0).chunk, same.layout(0).chunk);
+  EXPECT_EQ(radar.layout(0).controls, same.layout(0).controls);
+  EXPECT_EQ(radar.layout(0).group_key, same.layout(0).group_key);
+  EXPECT_NE(radar.layout(0).group_key, other.layout(0).group_key);
+}
+
+/// The naive per-group checksum of 3.3 over the layout's elements (padding reads as 0).
+uint8_t naive_signature(const LayerLayout& layout, const int32_t* values, int64_t g, int bits) {
+  std::vector<int32_t> w;
+  std::vector<int8_t> k;
+  for (int64_t j = 0; j < layout.group_size; ++j) {
+    const int64_t flat = layout.element(g, j);
+    w.push_back(flat < layout.numel ? values[flat] : 0);
+    k.push_back(static_cast<int8_t>(layout.key(j)));
+  }
+  return group_checksum(w.data(), k.data(), static_cast<int64_t>(w.size()), bits).signature();
 }
 
 TEST_F(SeededTest, LayerSignaturesMatchNaivePerGroupChecksum) {
@@ -153,18 +188,18 @@ TEST_F(SeededTest, LayerSignaturesMatchNaivePerGroupChecksum) {
       const int32_t* v = weights[l].values.data_ptr<int32_t>();
       ASSERT_EQ(static_cast<int64_t>(golden.layers[l].signatures.size()), layout.n_groups());
       for (int64_t g = 0; g < layout.n_groups(); ++g) {
-        std::vector<int32_t> w;
-        std::vector<int8_t> k;
-        for (int64_t p = g * g_size; p < std::min((g + 1) * g_size, layout.numel()); ++p) {
-          w.push_back(v[layout.order[p]]);
-          k.push_back(layout.keys[p]);
-        }
-        EXPECT_EQ(golden.layers[l].signatures[g],
-                  group_checksum(w.data(), k.data(), static_cast<int64_t>(w.size()), 8).signature())
+        EXPECT_EQ(golden.layers[l].signatures[g], naive_signature(layout, v, g, 8))
             << "G " << g_size << " layer " << l << " group " << g;
       }
     }
   }
+}
+
+/// Real (non-padding) weights of a group.
+int64_t real_members(const LayerLayout& layout, int64_t g) {
+  int64_t n = 0;
+  for (int64_t j = 0; j < layout.group_size; ++j) n += layout.element(g, j) < layout.numel;
+  return n;
 }
 
 TEST_F(SeededTest, DetectsEveryMsbFlipAndRecoveryZeroesExactlyItsGroup) {
@@ -180,7 +215,7 @@ TEST_F(SeededTest, DetectsEveryMsbFlipAndRecoveryZeroesExactlyItsGroup) {
       ASSERT_EQ(result.n_flagged_groups(), 1) << "layer " << l << " index " << index;
       const int64_t group = radar.layout(l).group_of(index);
       EXPECT_TRUE(result.is_flagged(l, group));
-      EXPECT_EQ(radar.recover(attacked, result), 8);
+      EXPECT_EQ(radar.recover(attacked, result), real_members(radar.layout(l), group));
       // Exactly the group's weights are zero now; everything else is untouched.
       const int32_t* before = weights[l].values.data_ptr<int32_t>();
       const int32_t* after = attacked[l].values.data_ptr<int32_t>();
@@ -195,10 +230,11 @@ TEST_F(SeededTest, DetectsEveryMsbFlipAndRecoveryZeroesExactlyItsGroup) {
 }
 
 TEST_F(SeededTest, GroupSizeThatDoesNotDivideTheLayerStillCoversTheTail) {
-  // 10 weights, G = 4: groups of 4, 4 and a tail of 2. A flip in any weight must be caught.
+  // 10 weights, G = 4: padded with zero codes to 128 (32 G); a flip in any weight is caught.
   std::vector<quant::QuantizedTensor> weights = {random_layer("fc.weight", {2, 5}, 11)};
   const Radar radar(RadarKey::from_seed(1), RadarOptions{4, 2}, weights);
-  EXPECT_EQ(radar.layout(0).n_groups(), 3);
+  EXPECT_EQ(radar.layout(0).padded, 128);
+  EXPECT_EQ(radar.layout(0).n_groups(), 32);
   const GoldenSignatures golden = radar.sign(weights);
   for (int64_t index = 0; index < 10; ++index) {
     auto attacked = copy_of(weights);
@@ -206,12 +242,88 @@ TEST_F(SeededTest, GroupSizeThatDoesNotDivideTheLayerStillCoversTheTail) {
     const CheckResult result = radar.check(attacked, golden);
     EXPECT_TRUE(result.is_flagged(0, radar.layout(0).group_of(index))) << "index " << index;
   }
-  // G larger than the layer: one group holding all of it.
+  // G larger than the layer.
   const Radar big(RadarKey::from_seed(1), RadarOptions{64, 2}, weights);
-  EXPECT_EQ(big.layout(0).n_groups(), 1);
   auto attacked = copy_of(weights);
   attacked[0].flip_bit(3, 7);
   EXPECT_FALSE(big.check(attacked, big.sign(weights)).clean());
+}
+
+TEST(RecoveryMode, MarkIsTheTopTwoBitsDiffering) {
+  // PBFA's typical flips (3.2): 21 -> -107 and -1 -> 127 carry the mark; small weights do not.
+  EXPECT_TRUE(is_marked(-107, 8));
+  EXPECT_TRUE(is_marked(127, 8));
+  EXPECT_TRUE(is_marked(64, 8));
+  EXPECT_TRUE(is_marked(-65, 8));
+  EXPECT_FALSE(is_marked(63, 8));
+  EXPECT_FALSE(is_marked(-64, 8));
+  EXPECT_FALSE(is_marked(0, 8));
+  EXPECT_FALSE(is_marked(-1, 8));
+  for (int v = -63; v < 64; ++v) {
+    const int32_t flipped = quant::from_twos_complement(quant::to_twos_complement(v, 8) ^ 0x80u, 8);
+    EXPECT_TRUE(is_marked(flipped, 8)) << v;
+  }
+  EXPECT_EQ(parse_recovery_mode("marked"), RecoveryMode::zero_marked);
+  EXPECT_EQ(recovery_mode_name(parse_recovery_mode("group")), "group");
+  EXPECT_EQ(parse_recovery_mode("restore"), RecoveryMode::restore_marked);
+  EXPECT_NE(error_of([] { parse_recovery_mode("all"); }).find("group, marked or restore"),
+            std::string::npos);
+}
+
+TEST_F(SeededTest, MarkedRecoveryZeroesOnlyTheFlippedWeightOrTheWholeGroupWithoutAMark) {
+  // Small weights (|w| < 32), as in a trained layer.
+  quant::QuantizedTensor q = random_layer("fc.weight", {16, 32}, 12);
+  q.values = torch::remainder(q.values, 63) - 31;
+  std::vector<quant::QuantizedTensor> weights = {q};
+  weights[0].values.data_ptr<int32_t>()[100] = 100;  // one large clean weight
+  const Radar radar(RadarKey::from_seed(2), RadarOptions{8, 2}, weights);
+  const GoldenSignatures golden = radar.sign(weights);
+  const auto& layout = radar.layout(0);
+  for (const int64_t index : {int64_t{5}, int64_t{100}, int64_t{311}}) {
+    auto marked = copy_of(weights);
+    marked[0].flip_bit(index, 7);
+    auto whole = copy_of(marked);
+    const CheckResult result = radar.check(marked, golden);
+    ASSERT_TRUE(result.is_flagged(0, layout.group_of(index)));
+    const int64_t zeroed = radar.recover(marked, result, RecoveryMode::zero_marked);
+    const int64_t group = layout.group_of(index);
+    if (index != 100) {
+      // The flipped small weight now carries the mark and is zeroed, with the large clean
+      // weight only if it shares the group; nothing else changes.
+      const bool shares = layout.group_of(100) == group;
+      EXPECT_EQ(zeroed, shares ? 2 : 1);
+      for (int64_t i = 0; i < q.numel(); ++i)
+        EXPECT_EQ(
+            marked[0].values.data_ptr<int32_t>()[i],
+            i == index || (shares && i == 100) ? 0 : weights[0].values.data_ptr<int32_t>()[i]);
+    } else {
+      // 100 -> -28 carries no mark: the whole group is zeroed, as by the paper's recovery.
+      EXPECT_EQ(zeroed, real_members(layout, group));
+    }
+    EXPECT_EQ(radar.recover(whole, result, RecoveryMode::zero_group), real_members(layout, group));
+  }
+}
+
+TEST_F(SeededTest, RestoreRecoveryFlipsTheMarkedMsbBackWhenTheSignatureConfirmsIt) {
+  quant::QuantizedTensor q = random_layer("fc.weight", {16, 32}, 13);
+  q.values = torch::remainder(q.values, 63) - 31;  // small weights: no clean weight is marked
+  std::vector<quant::QuantizedTensor> weights = {q};
+  const Radar radar(RadarKey::from_seed(4), RadarOptions{8, 2}, weights);
+  const GoldenSignatures golden = radar.sign(weights);
+  for (const int64_t index : {int64_t{0}, int64_t{77}, int64_t{300}, int64_t{511}}) {
+    auto attacked = copy_of(weights);
+    attacked[0].flip_bit(index, 7);
+    const CheckResult result = radar.check(attacked, golden);
+    EXPECT_EQ(radar.recover(attacked, result, RecoveryMode::restore_marked, &golden), 1);
+    EXPECT_TRUE(torch::equal(attacked[0].values, weights[0].values)) << "index " << index;
+    EXPECT_TRUE(radar.check(attacked, golden).clean());
+  }
+  auto attacked = copy_of(weights);
+  attacked[0].flip_bit(5, 7);
+  EXPECT_NE(error_of([&] {
+              radar.recover(attacked, radar.check(attacked, golden), RecoveryMode::restore_marked);
+            }).find("golden"),
+            std::string::npos);
 }
 
 TEST(RadarOptions, RejectsBadGroupSizeAndCheckBits) {
@@ -240,9 +352,9 @@ TEST_F(SeededTest, SignatureFileRoundTripsAndStorageIsTwoBitsPerGroup) {
     EXPECT_EQ(loaded.layers[l].signatures, golden.layers[l].signatures);
     EXPECT_EQ(loaded.layers[l].step, golden.layers[l].step);
   }
-  // 216 + 200 weights, G = 8: 27 + 25 groups, 2 bits each.
-  EXPECT_EQ(golden.n_groups(), 52);
-  EXPECT_EQ(golden.storage_bits(), 104);
+  // 216 + 200 weights, G = 8: each padded to 256 codes, 32 + 32 groups, 2 bits each.
+  EXPECT_EQ(golden.n_groups(), 64);
+  EXPECT_EQ(golden.storage_bits(), 128);
   EXPECT_TRUE(radar.check(weights, loaded).clean());
 }
 
@@ -309,19 +421,48 @@ TEST_F(SeededTest, SignaturesOfAnotherModelOrGroupSizeAreRefused) {
             std::string::npos);
 }
 
-TEST_F(SeededTest, KeyFileRoundTripsAndRejectsBadContent) {
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+/// A key-file body written with mode 0600.
+void write_private(const std::string& path, const std::string& bytes) {
+  tessera::testing::write_bytes(path, bytes);
+  ::chmod(path.c_str(), 0600);
+}
+
+TEST_F(SeededTest, KeyFileIsCreated0600AndRoundTripsAndRejectsBadContent) {
   TempDir dir;
   const RadarKey key = RadarKey::generate();
+  const mode_t old_umask = ::umask(0);  // even a permissive umask gives 0600
   key.save(dir.file("key.hex"));
+  ::umask(old_umask);
+  EXPECT_EQ(mode_of(dir.file("key.hex")), 0600u);
   EXPECT_EQ(RadarKey::from_file(dir.file("key.hex")).id(), key.id());
   EXPECT_NE(RadarKey::generate().id(), key.id());
-  tessera::testing::write_bytes(dir.file("short.hex"), "abcd\n");
+  write_private(dir.file("short.hex"), "abcd\n");
   EXPECT_NE(error_of([&] { RadarKey::from_file(dir.file("short.hex")); }).find("64 hex"),
             std::string::npos);
-  tessera::testing::write_bytes(dir.file("bad.hex"), std::string(63, 'a') + "z");
+  write_private(dir.file("bad.hex"), std::string(63, 'a') + "z");
   EXPECT_NE(error_of([&] { RadarKey::from_file(dir.file("bad.hex")); }).find("non-hex"),
             std::string::npos);
   EXPECT_NE(error_of([&] { RadarKey::from_file(dir.file("missing.hex")); }), "");
+}
+
+TEST_F(SeededTest, GroupOrWorldReadableKeyFileIsRefused) {
+  TempDir dir;
+  const RadarKey key = RadarKey::from_seed(5);
+  key.save(dir.file("key.hex"));
+  for (const mode_t mode : {0644u, 0640u, 0604u, 0620u}) {
+    ASSERT_EQ(::chmod(dir.file("key.hex").c_str(), mode), 0);
+    const std::string message = error_of([&] { RadarKey::from_file(dir.file("key.hex")); });
+    EXPECT_NE(message.find(fmt::format("mode {:04o}", mode)), std::string::npos) << message;
+    EXPECT_NE(message.find("chmod 600"), std::string::npos) << message;
+  }
+  ASSERT_EQ(::chmod(dir.file("key.hex").c_str(), 0400), 0);
+  EXPECT_EQ(RadarKey::from_file(dir.file("key.hex")).id(), key.id());
 }
 
 TEST_F(SeededTest, CrcBaselineDetectsTheLayerButNotTheWeight) {

@@ -28,7 +28,6 @@ TEST(SvgPlot, HasSeriesAndEscapesText) {
   EXPECT_THROW(SvgPlot("t", "x", "y").render(), Error);
 }
 
-
 TEST(SvgPlot, SideBySideNestsEveryDocumentAtItsOffset) {
   SvgPlot a("left", "x", "y"), b("right", "x", "y");
   a.add_series({"s", {{0, 1}, {1, 2}}, true});

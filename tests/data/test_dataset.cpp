@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "tessera/core/error.h"
+#include "tessera/core/random.h"
 #include "tessera/core/seed.h"
 #include "tessera/data/dataset.h"
-#include "tessera/core/random.h"
 #include "test_support.h"
 
 namespace {

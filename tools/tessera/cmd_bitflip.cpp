@@ -56,6 +56,19 @@ void add_radar_flags(CLI::App* cmd, bitflip::RadarOptions& r) {
   cmd->add_option("--check-bits", r.check_bits, "signature bits per group (1 or 2)")
       ->capture_default_str()
       ->check(CLI::Range(1, 2));
+  cmd->add_option("--block-weights", r.block_weights, "weights per RADAR block (cache-sized)")
+      ->capture_default_str()
+      ->check(CLI::Range(32, 1 << 20));
+}
+
+void add_recovery_flag(CLI::App* cmd, bitflip::RecoveryMode& mode) {
+  cmd->add_option_function<std::string>(
+         "--recovery",
+         [&mode](const std::string& name) { mode = bitflip::parse_recovery_mode(name); },
+         "group: zero each flagged group (paper); marked: zero only its MSB-marked weights; "
+         "restore: flip back the marked MSB that restores the signature")
+      ->check(CLI::IsMember({"group", "marked", "restore"}))
+      ->default_str(bitflip::recovery_mode_name(mode));
 }
 
 void add_pbfa_flags(CLI::App* cmd, bitflip::PbfaOptions& p) {
@@ -121,12 +134,15 @@ void add_bench_flags(CLI::App* cmd, bitflip::BenchOptions& o) {
   cmd->add_option("--epochs", o.epochs, "training epochs per model")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_flag("!--train-resnet20", o.resnet20_reference,
+                "train ResNet-20 with this recipe instead of the reference model resnet20-fmnist");
   cmd->add_option("--train-subset", o.train_subset, "train on the first N images (0 = all 60000)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seeds", o.n_seeds, "attack seeds (attack batch, RADAR key, random flips)")
+  cmd->add_option("--seeds", o.n_seeds,
+                  "rounds per model (attack batch, RADAR key, random flips; 0 = timing only)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eval-size", o.eval_size, "test images for accuracies (0 = all 10000)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -272,6 +288,7 @@ struct VerifyCommand {
   std::string model, signatures, out, data_dir, json;
   KeyOptions key;
   bool recover = false;
+  bitflip::RecoveryMode mode = bitflip::RecoveryMode::zero_group;
   int64_t eval_size = 0;
   int bits = 8;
 };
@@ -286,7 +303,7 @@ void run_verify(const VerifyCommand& o) {
   std::unique_ptr<data::Dataset> test;
   if (o.eval_size != 0)
     test = std::make_unique<data::Dataset>(bitflip::load_eval_set(qm, o.data_dir, o.eval_size));
-  const auto result = bitflip::verify_model(qm, radar, golden, o.recover, test.get());
+  const auto result = bitflip::verify_model(qm, radar, golden, o.recover, test.get(), o.mode);
   std::cout << result.to_string();
   save_model(o.out, qm);
   tessera::Report report("bitflip verify",
@@ -297,16 +314,21 @@ void run_verify(const VerifyCommand& o) {
                          0);
   report.results() = result.to_json();
   report.write(o.json);
+  std::cout.flush();
+  // A mismatch is the command's answer, not an error: exit 3 so a deployment can gate on it.
+  if (result.exit_code() != 0) throw CLI::RuntimeError(result.exit_code());
 }
 
 void register_verify(CLI::App* group) {
   auto o = std::make_shared<VerifyCommand>();
   auto* cmd = group->add_subcommand(
-      "verify", "check a model against its RADAR signatures; --recover zeroes flagged groups");
+      "verify",
+      "check a model against its RADAR signatures (exit 3 on a mismatch); --recover repairs it");
   add_model_flags(cmd, o->model, o->bits);
   cmd->add_option("--signatures", o->signatures, "signature file from `bitflip protect`")
       ->required();
-  cmd->add_flag("--recover", o->recover, "zero every weight of every flagged group");
+  cmd->add_flag("--recover", o->recover, "repair every flagged group (see --recovery)");
+  add_recovery_flag(cmd, o->mode);
   cmd->add_option("-o,--out", o->out, "with --recover: write the recovered quantized model here");
   cmd->add_option("--eval-size", o->eval_size,
                   "also report test accuracy on this many images (0 = skip)")

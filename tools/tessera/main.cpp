@@ -48,6 +48,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // A command's own status (CLI::RuntimeError(code), e.g. `bitflip verify` exits 3 on a
+    // mismatch): it has printed its report already.
+    if (e.get_name() == "RuntimeError") return e.get_exit_code();
     const int code = app.exit(e);  // prints help, the version, or the usage error
     return code == 0 ? 0 : 2;
   } catch (const tessera::Error& e) {

@@ -86,6 +86,10 @@ Pbfa::Pbfa(QuantizedModel& model, torch::Tensor images, PbfaOptions options)
   labels_ = model_.predict(images_).argmax(1);
 }
 
+double Pbfa::batch_agreement() {
+  return model_.predict(images_).argmax(1).eq(labels_).to(torch::kFloat64).mean().item<double>();
+}
+
 double Pbfa::loss() {
   torch::NoGradGuard no_grad;
   model_.model->eval();
@@ -185,6 +189,10 @@ std::vector<BitFlip> Pbfa::step() {
   }
   TESSERA_CHECK(!best_candidates.empty(),
                 "PBFA found no flippable bit: every quantized weight gradient is zero");
+  last_step_.loss_before = base_loss;
+  last_step_.loss_after = best_loss;
+  last_step_.n_bits = static_cast<int64_t>(best_candidates.size());
+  last_step_.raised = best_loss > base_loss;
   // Commit the winning layer's flips (3.2 step 4).
   std::vector<BitFlip> flips;
   auto& q = model_.weights[best_layer];
@@ -266,7 +274,11 @@ AttackResult run_attack(QuantizedModel& model, const torch::Tensor& attack_image
   if (options.method == AttackMethod::pbfa) {
     if (options.n_flips == 0) return result;
     Pbfa attack(model, attack_images, options.pbfa);
-    while (static_cast<int64_t>(result.flips.size()) < options.n_flips) record(attack.step());
+    while (static_cast<int64_t>(result.flips.size()) < options.n_flips) {
+      record(attack.step());
+      result.steps.push_back(attack.last_step());
+    }
+    result.batch_agreement = attack.batch_agreement();
   } else {
     std::mt19937_64 rng(options.seed);
     while (static_cast<int64_t>(result.flips.size()) < options.n_flips)

@@ -39,6 +39,14 @@ struct PbfaOptions {
   int64_t max_bits_per_iteration = 8;
 };
 
+/// What one PBFA iteration's search found (to explain an attack that stalls).
+struct PbfaStep {
+  double loss_before = 0.0;  ///< attack-batch loss before the iteration
+  double loss_after = 0.0;   ///< after its committed flips
+  int64_t n_bits = 0;        ///< bits flipped together
+  bool raised = false;  ///< some candidate raised the loss (else the best one was taken anyway)
+};
+
 /// PBFA on a quantized model. The attack batch is labelled with the model's own predictions
 /// when the attack is constructed ("prevent label leaking"). Each step() runs the in-layer
 /// gradient ranking and the cross-layer loss search and commits one iteration's flips.
@@ -53,6 +61,10 @@ class Pbfa {
   /// Attack-batch cross-entropy of the current model.
   double loss();
   const torch::Tensor& labels() const { return labels_; }
+  /// The search of the last step().
+  const PbfaStep& last_step() const { return last_step_; }
+  /// Fraction of the attack batch the model still predicts as labelled.
+  double batch_agreement();
 
  private:
   struct Candidate {
@@ -68,6 +80,7 @@ class Pbfa {
   torch::Tensor images_;
   torch::Tensor labels_;
   PbfaOptions options_;
+  PbfaStep last_step_;
 };
 
 /// Flips one uniformly chosen bit of one uniformly chosen weight of one uniformly chosen layer
@@ -97,6 +110,8 @@ struct AttackResult {
   std::vector<BitFlip> flips;
   /// accuracy_after[i]: accuracy on the evaluation set after flips[0..i] (empty without one).
   std::vector<double> accuracy_after;
+  std::vector<PbfaStep> steps;    ///< PBFA: one per iteration
+  double batch_agreement = -1.0;  ///< PBFA: attack batch still predicted as labelled, at the end
 };
 
 /// Runs `options.n_flips` flips (PBFA iterations until that many bits have flipped, or random

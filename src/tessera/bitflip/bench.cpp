@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
+#include "tessera/bitflip/deployed.h"
 #include "tessera/bitflip/quantized_model.h"
 #include "tessera/bitflip/radar.h"
 #include "tessera/core/error.h"
@@ -56,7 +58,13 @@ RadarSummary summarize_radar(const std::vector<TrialResult>& trials, size_t g) {
     r.detected.push_back(static_cast<double>(t.radar[g].n_detected));
     r.flagged_groups.push_back(static_cast<double>(t.radar[g].n_flagged_groups));
     r.recovered_accuracy.push_back(t.radar[g].recovered_accuracy);
+    r.marked_accuracy.push_back(t.radar[g].marked_accuracy);
+    r.restored_accuracy.push_back(t.radar[g].restored_accuracy);
+    r.oracle_accuracy.push_back(t.radar[g].oracle_accuracy);
   }
+  r.marked_stats = mean_sd(r.marked_accuracy);
+  r.restored_stats = mean_sd(r.restored_accuracy);
+  r.oracle_stats = mean_sd(r.oracle_accuracy);
   r.detected_stats = mean_sd(r.detected);
   r.flagged_stats = mean_sd(r.flagged_groups);
   r.recovered_stats = mean_sd(r.recovered_accuracy);
@@ -70,10 +78,10 @@ std::string model_label(const std::string& arch, double width) {
 
 std::vector<OverheadRow> time_overhead(const QuantizedModel& clean, const data::Dataset& eval_set,
                                        const BenchOptions& o) {
-  auto guarded = clean.clone();
   const Radar radar(RadarKey::from_seed(o.seed),
-                    RadarOptions{o.trial.group_sizes.front(), o.trial.check_bits}, guarded.weights);
-  const auto golden = radar.sign(guarded.weights);
+                    RadarOptions{o.trial.group_sizes.front(), o.trial.check_bits}, clean.weights);
+  DeployedModel guarded = DeployedModel::deploy(clean, &radar);
+  const auto golden = radar.sign(guarded);
   std::vector<OverheadRow> rows;
   for (const int64_t batch_size : {int64_t{1}, o.overhead_batch}) {
     const auto batch = eval_set.head(std::min(batch_size, eval_set.size())).images;
@@ -154,7 +162,7 @@ void BenchOptions::validate() const {
   TESSERA_CHECK(vgg_width > 0, "bench: vgg_width must be > 0, got {}", vgg_width);
   TESSERA_CHECK(epochs >= 1, "bench: epochs must be >= 1, got {}", epochs);
   TESSERA_CHECK(train_subset >= 0, "bench: train_subset must be >= 0, got {}", train_subset);
-  TESSERA_CHECK(n_seeds >= 1, "bench: n_seeds must be >= 1, got {}", n_seeds);
+  TESSERA_CHECK(n_seeds >= 0, "bench: n_seeds must be >= 0, got {}", n_seeds);
   TESSERA_CHECK(eval_size >= 0, "bench: eval_size must be >= 0, got {}", eval_size);
   TESSERA_CHECK(evasion_trials >= 0, "bench: evasion_trials must be >= 0, got {}", evasion_trials);
   TESSERA_CHECK(overhead_batch >= 1, "bench: overhead_batch must be >= 1, got {}", overhead_batch);
@@ -169,6 +177,7 @@ nlohmann::json BenchOptions::to_json() const {
   return {{"archs", archs},
           {"vgg_width", vgg_width},
           {"epochs", epochs},
+          {"resnet20_reference", resnet20_reference},
           {"train_subset", train_subset},
           {"seeds", n_seeds},
           {"eval_size", eval_size},
@@ -259,7 +268,7 @@ ModelBench bench_one_model(const std::string& label, const models::Model& model,
     bar.update();
   }
   bar.finish();
-  out.summary = summarize_trials(out.trials, o.random_level);
+  if (!out.trials.empty()) out.summary = summarize_trials(out.trials, o.random_level);
   out.overhead = time_overhead(clean, eval_set, o);
   if (o.evasion_trials > 0) {
     for (const int64_t g : o.trial.group_sizes)
@@ -267,6 +276,8 @@ ModelBench bench_one_model(const std::string& label, const models::Model& model,
   }
   return out;
 }
+
+train::ReferenceModel foundation_resnet20();
 
 BenchResult run_bench(const BenchOptions& options, const BenchData& data) {
   options.validate();
@@ -277,7 +288,9 @@ BenchResult run_bench(const BenchOptions& options, const BenchData& data) {
   result.train_images = train_set.size();
   result.eval_images = eval_set.size();
   for (const auto& arch : options.archs) {
-    const models::Model model = bench_model(arch, options, data);
+    const models::Model model = arch == "resnet20" && options.resnet20_reference
+                                    ? foundation_resnet20().build(options.data_dir)
+                                    : bench_model(arch, options, data);
     result.models.push_back(
         bench_one_model(model_label(arch, options.vgg_width), model, train_set, eval_set, options));
   }
@@ -299,6 +312,7 @@ Table BenchResult::attack_table() const {
                fmt::format("flips to <= {:.0f}%", 100 * options.random_level),
                fmt::format("random {} flips %", t.n_random_flips)});
   for (const auto& m : models) {
+    if (m.trials.empty()) continue;
     const auto& s = m.summary;
     table.add_row({m.label, pct(m.float_accuracy), pct(m.quantized_accuracy), s.pbfa_5.format(),
                    s.pbfa_10.format(), s.pbfa_end.format(),
@@ -311,14 +325,19 @@ Table BenchResult::attack_table() const {
 
 Table BenchResult::radar_table() const {
   Table table({"model", "G", "detected / " + std::to_string(options.trial.n_defended_flips),
-               "flagged groups", "attacked acc %", "recovered acc %", "clean 8-bit acc %",
-               "gap (points)", "signature storage %"});
+               "flagged groups", "attacked acc %", "zero group acc %", "zero marked acc %",
+               "restore marked acc %", "zero flipped only acc %", "clean 8-bit acc %", "gap group",
+               "gap marked", "gap restore", "signature storage %"});
   for (const auto& m : models) {
     for (const auto& r : m.summary.radar) {
+      auto gap = [&](const MeanSd& s) {
+        return fmt::format("{:.2f}", 100 * (m.quantized_accuracy - s.mean));
+      };
       table.add_row({m.label, std::to_string(r.group_size), r.detected_stats.format(1.0),
                      r.flagged_stats.format(1.0, 1), m.summary.attacked.format(),
-                     r.recovered_stats.format(), pct(m.quantized_accuracy),
-                     fmt::format("{:.2f}", 100 * (m.quantized_accuracy - r.recovered_stats.mean)),
+                     r.recovered_stats.format(), r.marked_stats.format(), r.restored_stats.format(),
+                     r.oracle_stats.format(), pct(m.quantized_accuracy), gap(r.recovered_stats),
+                     gap(r.marked_stats), gap(r.restored_stats),
                      fmt::format("{:.3f}", 100 * r.storage_fraction)});
     }
   }
@@ -329,6 +348,7 @@ Table BenchResult::crc_table() const {
   Table table({"model", "layers flagged", "weights zeroed", "zero-layer acc %", "reload acc %",
                "extra storage for reload %"});
   for (const auto& m : models) {
+    if (m.trials.empty()) continue;
     const auto& s = m.summary;
     table.add_row({m.label, s.crc_layers.format(1.0, 1), s.crc_zeroed.format(1.0, 0),
                    s.crc_zero_accuracy.format(), s.crc_reload_accuracy.format(),
@@ -338,19 +358,62 @@ Table BenchResult::crc_table() const {
 }
 
 Table BenchResult::overhead_table() const {
-  Table table({"model", "batch", "inference ms", "check ms", "check + inference ms",
-               "check / inference %"});
+  Table table({"model", "batch", "inference ms", "plain read ms", "fused read+check ms", "check ms",
+               "check / inference %", "guarded - plain %"});
   for (const auto& m : models) {
     for (const auto& row : m.overhead) {
       const auto& ov = row.timing;
-      table.add_row({m.label, std::to_string(row.batch),
-                     fmt::format("{:.3f}", ov.t_inference_us / 1000),
-                     fmt::format("{:.3f}", ov.t_check_us / 1000),
-                     fmt::format("{:.3f}", ov.t_guarded_us / 1000),
-                     fmt::format("{:.2f}", 100 * ov.overhead_fraction)});
+      table.add_row(
+          {m.label, std::to_string(row.batch), fmt::format("{:.3f}", ov.t_inference_us / 1000),
+           fmt::format("{:.4f}", ov.t_read_us / 1000), fmt::format("{:.4f}", ov.t_fused_us / 1000),
+           fmt::format("{:.4f}", ov.t_check_us / 1000),
+           fmt::format("{:.2f}", 100 * ov.overhead_fraction),
+           fmt::format("{:.2f}", 100 * ov.end_to_end_fraction)});
     }
   }
   return table;
+}
+
+std::string stop_reason(const TrialResult& t, double random_level) {
+  if (t.pbfa_accuracy.empty() || t.pbfa_accuracy.back() <= random_level) return "";
+  int64_t no_rise = 0, multi = 0;
+  for (const auto& step : t.pbfa_steps) {
+    no_rise += step.raised ? 0 : 1;
+    multi += step.n_bits > 1 ? 1 : 0;
+  }
+  std::map<std::pair<std::string, int64_t>, int> hits;
+  int64_t reflipped = 0;
+  for (const auto& f : t.flips) reflipped += hits[{f.layer, f.index}]++ > 0 ? 1 : 0;
+  const double loss0 = t.pbfa_steps.empty() ? 0.0 : t.pbfa_steps.front().loss_before;
+  const double loss1 = t.pbfa_steps.empty() ? 0.0 : t.pbfa_steps.back().loss_after;
+  std::string why;
+  if (t.batch_agreement < 0.5)
+    why = fmt::format(
+        "the search broke its attack batch ({:.1f}% still predicted as labelled) "
+        "before the test set: it maximises the loss of those images only",
+        100 * t.batch_agreement);
+  else if (no_rise > 0)
+    why = fmt::format("{} of {} iterations found no flip that raised the attack-batch loss",
+                      no_rise, t.pbfa_steps.size());
+  else
+    why = fmt::format("every iteration raised the loss, but only to {:.3f}", loss1);
+  return fmt::format(
+      "stuck at {}% after {} flips: {} (attack-batch loss {:.3f} -> {:.3f}, {:.1f}% "
+      "of the batch as labelled; {} multi-bit iterations, {} flips of an already "
+      "flipped weight)",
+      pct(t.pbfa_accuracy.back()), t.flips.size(), why, loss0, loss1, 100 * t.batch_agreement,
+      multi, reflipped);
+}
+
+std::string BenchResult::stuck_rounds() const {
+  std::string text;
+  for (const auto& m : models) {
+    for (size_t s = 0; s < m.trials.size(); ++s) {
+      const std::string why = stop_reason(m.trials[s], options.random_level);
+      if (!why.empty()) text += fmt::format("{} round {}: {}\n", m.label, s, why);
+    }
+  }
+  return text;
 }
 
 Table BenchResult::evasion_table() const {
@@ -370,10 +433,13 @@ std::string BenchResult::to_string() const {
       "\nPBFA vs random flips (accuracy on {} test images, {} seeds, mean ± sd)\n{}"
       "\nRADAR after {} PBFA flips (detected = flips whose group was flagged)\n{}"
       "\nCRC32 per layer, same flips\n{}"
-      "\nRun-time check overhead (median of {}, check before every inference, G = {})\n{}",
+      "\nRun-time check overhead on the deployed int8 model (median of {}, check inside every "
+      "inference's weight read, G = {})\n{}",
       eval_images, options.n_seeds, attack_table().to_string(), options.trial.n_defended_flips,
       radar_table().to_string(), crc_table().to_string(), options.overhead_reps,
       options.trial.group_sizes.front(), overhead_table().to_string());
+  const std::string stuck = stuck_rounds();
+  if (!stuck.empty()) text += "\nRounds where PBFA stalled above the random level\n" + stuck;
   if (options.evasion_trials > 0) {
     text += "\nStretch: checksum-cancelling MSB pairs without the secret\n" +
             evasion_table().to_string();
@@ -389,6 +455,9 @@ nlohmann::json ModelBench::to_json() const {
                      {"detection_rate", r.detection_rate},
                      {"flagged_groups", r.flagged_groups},
                      {"recovered_accuracy", r.recovered_accuracy},
+                     {"marked_accuracy", r.marked_accuracy},
+                     {"restored_accuracy", r.restored_accuracy},
+                     {"oracle_accuracy", r.oracle_accuracy},
                      {"storage_fraction", r.storage_fraction}});
   }
   nlohmann::json evasion_json = nlohmann::json::array();
@@ -404,6 +473,7 @@ nlohmann::json ModelBench::to_json() const {
     nlohmann::json flips = nlohmann::json::array();
     for (const auto& f : t.flips) flips.push_back(f.to_json());
     per_seed.push_back({{"pbfa_accuracy", t.pbfa_accuracy},
+                        {"batch_agreement", t.batch_agreement},
                         {"random_accuracy", t.random_accuracy},
                         {"flips", flips},
                         {"crc_zero_accuracy", t.crc.zeroed_accuracy},
@@ -509,11 +579,13 @@ TourRow tour_row(const QuantizedModel& clean, const data::Dataset& attack_pool,
   const RadarOutcome& r = t.radar.front();
   return {"bitflip: PBFA on 8-bit " + what,
           fmt::format("acc {}% -> {}% after {} PBFA flips, {}% after {} (random {} flips: {}%); "
-                      "RADAR G={}: {}/{} flips detected, recovered to {}% ({} test images)",
+                      "RADAR G={} on the deployed int8 memory: {}/{} flips detected, recovered "
+                      "to {}% (zero group) / {}% (zero marked) / {}% (restore) ({} test images)",
                       pct(clean_acc), pct(t.defended_attack_accuracy), trial.n_defended_flips,
                       pct(t.pbfa_accuracy.back()), trial.n_flips, trial.n_random_flips,
                       pct(t.random_accuracy.back()), r.group_size, r.n_detected, r.n_flips,
-                      pct(r.recovered_accuracy), test_set.size()),
+                      pct(r.recovered_accuracy), pct(r.marked_accuracy), pct(r.restored_accuracy),
+                      test_set.size()),
           "ResNet-20 CIFAR-10 G=8: 90.15% -> 18.01% (10 flips) -> 81.07% recovered; 9.6/10 "
           "flips detected (ResNet-18 ImageNet)"};
 }

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "tessera/bitflip/bench.h"
+#include "tessera/bitflip/deployed.h"
 #include "tessera/bitflip/experiment.h"
 #include "tessera/core/error.h"
 #include "tessera/core/progress.h"
@@ -134,9 +135,11 @@ SvgPlot AttackRun::plot(const std::string& title) const {
 // verify
 
 VerifyResult verify_model(QuantizedModel& model, const Radar& radar, const GoldenSignatures& golden,
-                          bool recover, const data::Dataset* eval_set) {
+                          bool recover, const data::Dataset* eval_set, RecoveryMode mode) {
   VerifyResult out;
-  out.check = radar.check(model.weights, golden);
+  out.mode = mode;
+  DeployedModel deployed = DeployedModel::deploy(model, &radar);
+  out.check = radar.check(deployed, golden);
   out.n_layers = static_cast<int64_t>(model.n_layers());
   out.n_groups = golden.n_groups();
   out.group_size = golden.options.group_size;
@@ -144,14 +147,14 @@ VerifyResult verify_model(QuantizedModel& model, const Radar& radar, const Golde
     out.layer_groups.push_back(radar.layout(l.layer).n_groups());
   if (eval_set != nullptr) {
     out.eval_images = eval_set->size();
-    out.accuracy_before = evaluate(model, *eval_set).accuracy;
+    out.accuracy_before = evaluate_deployed(deployed, *eval_set).accuracy;
     out.accuracy_after = out.accuracy_before;
   }
   if (recover && !out.check.clean()) {
-    out.weights_zeroed = radar.recover(model.weights, out.check);
-    model.sync();
+    out.weights_zeroed = radar.recover(deployed, out.check, mode, &golden);
+    deployed.copy_codes_to(model);
     out.recovered = true;
-    if (eval_set != nullptr) out.accuracy_after = evaluate(model, *eval_set).accuracy;
+    if (eval_set != nullptr) out.accuracy_after = evaluate_deployed(deployed, *eval_set).accuracy;
   }
   return out;
 }
@@ -162,14 +165,21 @@ std::string VerifyResult::to_string() const {
     text = fmt::format("OK: all {} groups of {} layers match their signatures (G = {})\n", n_groups,
                        n_layers, group_size);
   } else {
-    Table table({"layer", "groups", "flagged groups"});
+    Table table({"layer", "groups", "flagged", "flagged groups"});
     for (size_t i = 0; i < check.layers.size(); ++i) {
+      const auto& groups = check.layers[i].flagged_groups;
+      std::string list;
+      for (size_t g = 0; g < groups.size() && g < 12; ++g)
+        list += (g > 0 ? " " : "") + std::to_string(groups[g]);
+      if (groups.size() > 12) list += fmt::format(" ... ({} more)", groups.size() - 12);
       table.add_row({check.layers[i].name, std::to_string(layer_groups[i]),
-                     std::to_string(check.layers[i].flagged_groups.size())});
+                     std::to_string(groups.size()), list});
     }
     text = table.to_string() + fmt::format("MISMATCH: {} of {} groups flagged in {} layer(s)\n",
                                            check.n_flagged_groups(), n_groups, check.layers.size());
-    if (recovered) text += fmt::format("recovered: {} weights zeroed\n", weights_zeroed);
+    if (recovered)
+      text += fmt::format("recovered ({}): {} weights zeroed\n", recovery_mode_name(mode),
+                          weights_zeroed);
   }
   if (eval_images > 0) {
     text += fmt::format("accuracy on {} test images: {}%{}\n", eval_images, pct(accuracy_before),
@@ -186,7 +196,9 @@ nlohmann::json VerifyResult::to_json() const {
                          {"flagged_groups", check.n_flagged_groups()},
                          {"groups", n_groups},
                          {"layers", layers},
-                         {"weights_zeroed", weights_zeroed}};
+                         {"weights_zeroed", weights_zeroed},
+                         {"recovery", recovery_mode_name(mode)},
+                         {"exit_code", exit_code()}};
   if (eval_images > 0) {
     json["accuracy_before"] = accuracy_before;
     json["accuracy_after"] = accuracy_after;

@@ -66,8 +66,13 @@ struct AttackRun {
 AttackRun attack_model(QuantizedModel& model, const data::Dataset& eval_set,
                        const data::Dataset* pool, const AttackRunOptions& options);
 
+/// `tessera bitflip verify`'s exit status when a signature does not match (0 when all match),
+/// so that a deployment script can refuse the model.
+constexpr int kVerifyMismatchExit = 3;
+
 struct VerifyResult {
   CheckResult check;
+  RecoveryMode mode = RecoveryMode::zero_group;
   int64_t n_layers = 0;
   int64_t n_groups = 0;
   int64_t group_size = 0;
@@ -78,14 +83,19 @@ struct VerifyResult {
   double accuracy_before = -1.0;
   double accuracy_after = -1.0;  ///< after recovery (equal to before without it)
 
-  /// "OK: ..." or the flagged layers and "MISMATCH: ...", then the accuracies when measured.
+  /// "OK: ..." or the flagged layers with their groups and "MISMATCH: ...", then the
+  /// accuracies when measured.
   std::string to_string() const;
+  /// 0 when every signature matches, else kVerifyMismatchExit (also after a recovery).
+  int exit_code() const { return check.clean() ? 0 : kVerifyMismatchExit; }
   nlohmann::json to_json() const;
 };
 
-/// Checks `model` against `golden`; with `recover`, zeroes the flagged groups (in place).
-/// `eval_set` (nullable): accuracy before and after.
+/// Deploys `model` (int8 weight memory) and checks that memory against `golden` with the fused
+/// check inference uses; with `recover`, repairs the flagged groups by `mode` and writes the
+/// repaired codes back into `model`. `eval_set` (nullable): deployed accuracy before and after.
 VerifyResult verify_model(QuantizedModel& model, const Radar& radar, const GoldenSignatures& golden,
-                          bool recover, const data::Dataset* eval_set);
+                          bool recover, const data::Dataset* eval_set,
+                          RecoveryMode mode = RecoveryMode::zero_group);
 
 }  // namespace tessera::bitflip

@@ -8,6 +8,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/random.h"
 #include "tessera/core/timer.h"
+#include "tessera/train/train.h"
 
 namespace tessera::bitflip {
 
@@ -18,6 +19,54 @@ double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const size_t mid = values.size() / 2;
   return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
+}
+
+/// The RADAR part of a trial at one G (run_trial).
+RadarOutcome radar_outcome(const QuantizedModel& clean, const RadarKey& key, int64_t g_size,
+                           int check_bits, const std::vector<BitFlip>& dumped,
+                           const data::Dataset& eval_set) {
+  const Radar radar(key, RadarOptions{g_size, check_bits}, clean.weights);
+  DeployedModel deployed = DeployedModel::deploy(clean, &radar);
+  const GoldenSignatures golden = radar.sign(deployed);
+  deployed.apply_flips(dumped);
+  const torch::Tensor attacked = deployed.snapshot();
+  RadarOutcome outcome;
+  outcome.group_size = g_size;
+  outcome.n_flips = static_cast<int64_t>(dumped.size());
+  outcome.storage_fraction = static_cast<double>(golden.storage_bits()) /
+                             static_cast<double>(clean.n_weights() * clean.bits);
+  // Detection: the check over the deployed memory, as the guard's first read sees it.
+  const CheckResult check = radar.check(deployed, golden);
+  outcome.n_flagged_groups = check.n_flagged_groups();
+  std::vector<BitFlip> detected;
+  for (const auto& flip : dumped) {
+    const size_t layer = deployed.layer_index(flip.layer);
+    if (check.is_flagged(layer, radar.layout(layer).group_of(flip.index))) {
+      ++outcome.n_detected;
+      detected.push_back(flip);
+    }
+  }
+  // Both recoveries run inside the guarded inference: the first batch's read finds the flips
+  // and repairs the memory before the unit runs.
+  auto guarded_accuracy = [&](RecoveryMode mode, int64_t& zeroed) {
+    deployed.restore(attacked);
+    RadarGuard guard(deployed, radar, golden, GuardOptions{1, true, mode});
+    const double accuracy =
+        train::evaluate([&](const torch::Tensor& x) { return guard.forward(x); }, eval_set, 512)
+            .accuracy;
+    zeroed = guard.stats().n_weights_zeroed;
+    return accuracy;
+  };
+  outcome.recovered_accuracy = guarded_accuracy(RecoveryMode::zero_group, outcome.n_weights_zeroed);
+  outcome.marked_accuracy = guarded_accuracy(RecoveryMode::zero_marked, outcome.n_marked_zeroed);
+  outcome.restored_accuracy =
+      guarded_accuracy(RecoveryMode::restore_marked, outcome.n_restore_changed);
+  // The diagnostic: zero only the detected flipped weights (knows the flip list).
+  deployed.restore(attacked);
+  for (const auto& flip : detected)
+    deployed.codes(deployed.layer_index(flip.layer))[flip.index] = 0;
+  outcome.oracle_accuracy = evaluate_deployed(deployed, eval_set).accuracy;
+  return outcome;
 }
 
 }  // namespace
@@ -55,6 +104,8 @@ TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_p
         victim, sample_attack_batch(attack_pool, options.attack_batch, seed), &eval_set, attack);
     result.flips = out.flips;
     result.pbfa_accuracy = out.accuracy_after;
+    result.pbfa_steps = out.steps;
+    result.batch_agreement = out.batch_agreement;
   }
   // Random flips.
   {
@@ -69,29 +120,11 @@ TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_p
                                     result.flips.begin() + options.n_defended_flips);
   result.defended_attack_accuracy =
       result.pbfa_accuracy[static_cast<size_t>(options.n_defended_flips - 1)];
-  // RADAR, one protected copy per G: sign the clean weights, dump the flips, check, recover.
+  // RADAR, one deployed copy per G: sign the clean memory, XOR the flips into the deployed
+  // int8 memory, let the guarded inference find and repair them.
   const RadarKey key = RadarKey::from_seed(seed);
-  for (const int64_t g_size : options.group_sizes) {
-    const Radar radar(key, RadarOptions{g_size, options.check_bits}, clean.weights);
-    const GoldenSignatures golden = radar.sign(clean.weights);
-    QuantizedModel victim = clean.clone();
-    apply_flips(victim, dumped);
-    const CheckResult check = radar.check(victim.weights, golden);
-    RadarOutcome outcome;
-    outcome.group_size = g_size;
-    outcome.n_flips = static_cast<int64_t>(dumped.size());
-    for (const auto& flip : dumped) {
-      const size_t layer = victim.layer_index(flip.layer);
-      if (check.is_flagged(layer, radar.layout(layer).group_of(flip.index))) ++outcome.n_detected;
-    }
-    outcome.n_flagged_groups = check.n_flagged_groups();
-    outcome.n_weights_zeroed = radar.recover(victim.weights, check);
-    victim.sync();
-    outcome.recovered_accuracy = evaluate(victim, eval_set).accuracy;
-    outcome.storage_fraction = static_cast<double>(golden.storage_bits()) /
-                               static_cast<double>(clean.n_weights() * clean.bits);
-    result.radar.push_back(outcome);
-  }
+  for (const int64_t g_size : options.group_sizes)
+    result.radar.push_back(radar_outcome(clean, key, g_size, options.check_bits, dumped, eval_set));
   // CRC32 per layer: detects the layers, recovers only whole layers.
   {
     const CrcSignatures golden = crc_sign(clean.weights);
@@ -111,33 +144,46 @@ TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_p
   return result;
 }
 
-OverheadResult measure_check_overhead(QuantizedModel& model, const Radar& radar,
+OverheadResult measure_check_overhead(DeployedModel& model, const Radar& radar,
                                       const GoldenSignatures& golden, const torch::Tensor& batch,
                                       int64_t n_reps) {
   TESSERA_CHECK(n_reps >= 1, "n_reps must be >= 1, got {}", n_reps);
-  RadarGuard guard(model, radar, golden, GuardOptions{1, true});
+  RadarGuard guard(model, radar, golden, GuardOptions{1, true, RecoveryMode::zero_group});
+  // The reads alone take tens of microseconds: time `inner` of them per repetition.
+  constexpr int kInner = 20;
+  auto time_reads = [&](WeightReader* reader) {
+    Timer t;
+    for (int i = 0; i < kInner; ++i) model.read_all(reader);
+    return static_cast<double>(t.elapsed_us()) / kInner;
+  };
   // Warm-up: allocator, thread pool, caches.
   for (int i = 0; i < 2; ++i) {
-    model.predict(batch);
+    model.forward(batch);
     guard.forward(batch);
+    time_reads(nullptr);
+    time_reads(&guard);
   }
-  std::vector<double> plain, guarded, check_only;
+  std::vector<double> plain, guarded, read, fused;
   for (int64_t rep = 0; rep < n_reps; ++rep) {
     Timer t1;
-    model.predict(batch);
+    model.forward(batch);
     plain.push_back(static_cast<double>(t1.elapsed_us()));
     Timer t2;
     guard.forward(batch);
     guarded.push_back(static_cast<double>(t2.elapsed_us()));
-    Timer t3;
-    radar.check(model.weights, golden);
-    check_only.push_back(static_cast<double>(t3.elapsed_us()));
+    read.push_back(time_reads(nullptr));
+    fused.push_back(time_reads(&guard));
   }
   OverheadResult out;
   out.t_inference_us = median(plain);
   out.t_guarded_us = median(guarded);
-  out.t_check_us = median(check_only);
-  out.overhead_fraction = out.t_inference_us > 0 ? out.t_check_us / out.t_inference_us : 0.0;
+  out.t_read_us = median(read);
+  out.t_fused_us = median(fused);
+  out.t_check_us = std::max(0.0, out.t_fused_us - out.t_read_us);
+  if (out.t_inference_us > 0) {
+    out.overhead_fraction = out.t_check_us / out.t_inference_us;
+    out.end_to_end_fraction = (out.t_guarded_us - out.t_inference_us) / out.t_inference_us;
+  }
   return out;
 }
 
@@ -159,11 +205,10 @@ EvasionResult measure_evasion(const QuantizedModel& clean, int64_t group_size, i
                        int32_t va, int64_t b, int32_t vb) {
     std::vector<int32_t> w;
     std::vector<int8_t> k;
-    const int64_t end = std::min((group + 1) * layout.group_size, layout.numel());
-    for (int64_t p = group * layout.group_size; p < end; ++p) {
-      const int64_t flat = layout.order[static_cast<size_t>(p)];
-      w.push_back(flat == a ? va : flat == b ? vb : values[flat]);
-      k.push_back(layout.keys[static_cast<size_t>(p)]);
+    for (int64_t j = 0; j < layout.group_size; ++j) {
+      const int64_t flat = layout.element(group, j);
+      w.push_back(flat >= layout.numel ? 0 : flat == a ? va : flat == b ? vb : values[flat]);
+      k.push_back(static_cast<int8_t>(layout.key(j)));
     }
     return group_checksum(w.data(), k.data(), static_cast<int64_t>(w.size()), bits).signature();
   };
@@ -195,10 +240,20 @@ EvasionResult measure_evasion(const QuantizedModel& clean, int64_t group_size, i
     }
     ++out.n_trials;
     if (!detected) ++out.n_undetected;
-    // Key-space prediction: P(b in a's group) = (G-1)/(n-1); P(opposite keys) = (G/2)/(G-1)
-    // for balanced keys; the product is (G/2)/(n-1) (tail groups ignored; G capped at n).
-    const double g_eff = static_cast<double>(std::min(group_size, n));
-    predicted_sum += (g_eff / 2.0) / static_cast<double>(n - 1);
+    // Key-space prediction for this a: a uniformly chosen partner lands in a's group with the
+    // opposite key with probability (real members of a's group with the other key) / (n - 1).
+    int a_key = 0;
+    int64_t other_key = 0;
+    for (int64_t j = 0; j < layout.group_size; ++j) {
+      const int64_t flat = layout.element(ga, j);
+      if (flat == a) a_key = layout.key(j);
+    }
+    for (int64_t j = 0; j < layout.group_size; ++j) {
+      const int64_t flat = layout.element(ga, j);
+      if (flat >= n || flat == a) continue;
+      if (layout.key(j) != a_key) ++other_key;
+    }
+    predicted_sum += static_cast<double>(other_key) / static_cast<double>(n - 1);
   }
   out.measured_rate = static_cast<double>(out.n_undetected) / static_cast<double>(out.n_trials);
   out.predicted_rate = predicted_sum / static_cast<double>(out.n_trials);

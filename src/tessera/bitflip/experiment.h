@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tessera/bitflip/attack.h"
+#include "tessera/bitflip/deployed.h"
 #include "tessera/bitflip/radar.h"
 #include "tessera/data/dataset.h"
 
@@ -29,13 +30,21 @@ struct TrialOptions {
   void validate() const;
 };
 
+/// RADAR at one G: the dumped flips were XORed into the deployed int8 memory and found by the
+/// check inside the guarded inference.
 struct RadarOutcome {
   int64_t group_size = 0;
   int64_t n_flips = 0;     ///< flips dumped onto the protected model
   int64_t n_detected = 0;  ///< flips whose group was flagged
   int64_t n_flagged_groups = 0;
-  int64_t n_weights_zeroed = 0;
-  double recovered_accuracy = 0.0;
+  int64_t n_weights_zeroed = 0;     ///< zero_group recovery
+  int64_t n_marked_zeroed = 0;      ///< zero_marked recovery
+  double recovered_accuracy = 0.0;  ///< zero_group (the paper)
+  double marked_accuracy = 0.0;     ///< zero_marked (ours)
+  double restored_accuracy = 0.0;   ///< restore_marked (ours)
+  int64_t n_restore_changed = 0;    ///< restore_marked: weights restored or zeroed
+  /// Diagnostic: only the truly flipped weights of flagged groups zeroed (needs the flip list).
+  double oracle_accuracy = 0.0;
   double storage_fraction = 0.0;  ///< signature bits / weight bits
 };
 
@@ -48,6 +57,8 @@ struct CrcOutcome {
 
 struct TrialResult {
   std::vector<BitFlip> flips;             ///< PBFA flips, in order
+  std::vector<PbfaStep> pbfa_steps;       ///< what each PBFA iteration's search found
+  double batch_agreement = 1.0;           ///< attack batch still predicted as labelled, after PBFA
   std::vector<double> pbfa_accuracy;      ///< after each PBFA flip
   std::vector<double> random_accuracy;    ///< after each random flip
   double defended_attack_accuracy = 0.0;  ///< after the first n_defended_flips, no defense
@@ -61,24 +72,27 @@ struct TrialResult {
 TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_pool,
                       const data::Dataset& eval_set, const TrialOptions& options, uint64_t seed);
 
-/// Side-by-side timing of inference with and without the RADAR check on the same model and
-/// batch (the check runs before every inference). Alternates the two `n_reps` times after a
-/// warm-up and reports the median per-inference times.
+/// Side-by-side timing on the deployed model: inference with the plain weight read against
+/// inference with the fused read-and-check (the guard checks during every inference), and the
+/// two reads alone. Alternates them `n_reps` times after a warm-up; medians per inference.
 struct OverheadResult {
-  double t_inference_us = 0.0;     ///< unguarded forward
-  double t_guarded_us = 0.0;       ///< check + forward
-  double t_check_us = 0.0;         ///< check alone
-  double overhead_fraction = 0.0;  ///< t_check / t_inference
+  double t_inference_us = 0.0;       ///< unguarded deployed forward (plain read + compute)
+  double t_guarded_us = 0.0;         ///< guarded deployed forward (fused read + compute)
+  double t_read_us = 0.0;            ///< the plain dequantizing read of every layer
+  double t_fused_us = 0.0;           ///< the fused read-and-check of every layer
+  double t_check_us = 0.0;           ///< what the check adds to the read: t_fused - t_read (>= 0)
+  double overhead_fraction = 0.0;    ///< t_check / t_inference
+  double end_to_end_fraction = 0.0;  ///< (t_guarded - t_inference) / t_inference (noisy)
 };
-OverheadResult measure_check_overhead(QuantizedModel& model, const Radar& radar,
+OverheadResult measure_check_overhead(DeployedModel& model, const Radar& radar,
                                       const GoldenSignatures& golden, const torch::Tensor& batch,
                                       int64_t n_reps);
 
 /// The stretch experiment: an attacker who knows the algorithm and G but not the secret flips
 /// the MSB of a weight and, to cancel the checksum, the MSB of a second weight of the same layer
 /// with the same sign (the choice that cancels if both land in one group with opposite keys).
-/// Counts how often the pair goes undetected; `predicted` is the key-space rate
-/// P(same group) * P(opposite keys | same group).
+/// Counts how often the pair goes undetected; `predicted` is the key-space rate, per trial
+/// P(partner in a's group with the opposite key) = (such real members) / (n - 1).
 struct EvasionResult {
   int64_t group_size = 0;
   int64_t n_trials = 0;

@@ -1,6 +1,6 @@
-// A trained Tessera model with its conv/linear weights held as n-bit integers (core/quant): the
-// integers are the ground truth "in DRAM" that attacks flip and RADAR checks; the float module
-// only ever sees their dequantized values (research/hw_security.md 3.1).
+// A trained Tessera model with its conv/linear weights held as n-bit integers (core/quant) and
+// mirrored into the float module: the attacker's (and the tooling's) copy, on which PBFA takes
+// gradients. Deployed inference reads int8 codes instead (deployed.h; research/hw_security.md 3.1).
 #pragma once
 
 #include <torch/torch.h>

@@ -1,16 +1,24 @@
-// RADAR signatures, secret layouts, the authenticated signature file, check and recovery
+// RADAR signatures, secret block layouts, the authenticated signature file, check and recovery
 // (research/hw_security.md 3.3; reference zlijingtao/radar_check).
 #include "tessera/bitflip/radar.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <functional>
 #include <random>
 
-#include "tessera/bitflip/hmac.h"
+#include "tessera/bitflip/crypto.h"
+#include "tessera/bitflip/deployed.h"
+#include "tessera/bitflip/fused_check.h"
 #include "tessera/core/error.h"
-#include "tessera/core/fs.h"
 #include "tessera/core/random.h"
 #include "tessera/core/safetensors.h"
 
@@ -21,6 +29,8 @@ namespace {
 constexpr const char* kHeaderKey = "tessera.radar";
 constexpr const char* kTagKey = "tessera.radar.hmac";
 constexpr const char* kTensorPrefix = "signatures/";
+constexpr const char* kLayoutName = "block-v2";
+constexpr int64_t kChunk = 32;
 
 /// x mod 2^bits as a signed n-bit value (int8 wrap-around for bits = 8).
 int32_t wrap(int64_t x, int bits) {
@@ -55,24 +65,71 @@ std::vector<int64_t> shape_of(const quant::QuantizedTensor& q) {
   return std::vector<int64_t>(q.values.sizes().begin(), q.values.sizes().end());
 }
 
-/// Row-major index in the original layout of element `r` of the reference layout: conv
-/// [Cout, Cin, kh, kw] viewed as [Cin, kh, kw, Cout]; anything else unchanged.
-int64_t reference_to_flat(int64_t r, const std::vector<int64_t>& shape) {
-  if (shape.size() != 4) return r;
-  const int64_t cout = shape[0];
-  const int64_t inner = shape[1] * shape[2] * shape[3];  // Cin * kh * kw
-  const int64_t o = r % cout;
-  const int64_t rest = r / cout;  // (i * kh + y) * kw + x
-  return o * inner + rest;
+/// The keyed block layout of one layer (radar.h LayerLayout).
+LayerLayout make_layout(std::string_view secret, const std::string& name,
+                        std::vector<int64_t> shape, int64_t n, const RadarOptions& options) {
+  LayerLayout layout;
+  layout.name = name;
+  layout.shape = std::move(shape);
+  const int64_t g_size = options.group_size;
+  layout.group_size = g_size;
+  layout.numel = n;
+  layout.n_plus = (g_size + 1) / 2;
+  const int64_t row_unit = kChunk * g_size;
+  layout.padded = (n + row_unit - 1) / row_unit * row_unit;
+  const int64_t full_slots = std::max<int64_t>(1, options.block_weights / row_unit);
+  const std::string label =
+      fmt::format("block-v2\n{}\n{}\n{}\n{}", name, n, g_size, options.block_weights);
+  std::mt19937_64 rng = keyed_rng(secret, label);
+  std::vector<std::vector<int64_t>> chunk_of_slot(static_cast<size_t>(g_size));
+  std::vector<int64_t> rows(static_cast<size_t>(g_size));
+  std::vector<uint8_t> half(16);
+  uint32_t control_base = 0;
+  for (int64_t begin = 0; begin < layout.padded;) {
+    const int64_t slots = std::min(full_slots, (layout.padded - begin) / row_unit);
+    const int64_t width = kChunk * slots;
+    layout.blocks.push_back({begin, slots});
+    for (int64_t r = 0; r < g_size; ++r) {
+      // tau: chunk t of row r feeds slot perm[t]; keep the inverse (slot -> chunk).
+      const std::vector<int64_t> perm = random::permutation(slots, rng);
+      auto& inverse = chunk_of_slot[static_cast<size_t>(r)];
+      inverse.assign(static_cast<size_t>(slots), 0);
+      for (int64_t t = 0; t < slots; ++t) inverse[static_cast<size_t>(perm[t])] = t;
+      for (int h = 0; h < 2; ++h) {
+        for (int i = 0; i < 16; ++i) half[static_cast<size_t>(i)] = static_cast<uint8_t>(i);
+        random::shuffle(half, rng);
+        layout.controls.insert(layout.controls.end(), half.begin(), half.end());
+      }
+    }
+    for (int64_t s = 0; s < slots; ++s) {
+      for (int64_t r = 0; r < g_size; ++r) rows[static_cast<size_t>(r)] = r;
+      random::shuffle(rows, rng);  // the first n_plus rows get key +1
+      for (const int64_t r : rows) {
+        const int64_t t = chunk_of_slot[static_cast<size_t>(r)][static_cast<size_t>(s)];
+        layout.chunk.push_back(static_cast<uint32_t>(begin + r * width + kChunk * t));
+        layout.control_of.push_back(control_base + static_cast<uint32_t>(r));
+      }
+    }
+    control_base += static_cast<uint32_t>(g_size);
+    begin += g_size * width;
+  }
+  layout.group_key.assign(static_cast<size_t>(n), 0);
+  for (int64_t g = 0; g < layout.n_groups(); ++g) {
+    for (int64_t j = 0; j < g_size; ++j) {
+      const int64_t flat = layout.element(g, j);
+      if (flat < n)
+        layout.group_key[static_cast<size_t>(flat)] =
+            static_cast<int32_t>((g << 1) | (j >= layout.n_plus ? 1 : 0));
+    }
+  }
+  return layout;
 }
 
-/// Checksum of one layer's groups into `out` (one signature per group). One sequential pass
-/// over the weights in memory order, accumulating into per-group sums and negative counts; the
-/// result equals group_checksum() over each group (checked in the tests).
+/// Signatures of one layer's int32 values in one sequential pass over the real weights
+/// (padding codes are zero and add nothing); equals group_checksum() per group (tests).
 void layer_signatures(const LayerLayout& layout, const quant::QuantizedTensor& q,
                       std::vector<uint8_t>& out) {
   const int32_t* values = q.values.data_ptr<int32_t>();
-  const int64_t n = layout.numel();
   const auto n_groups = static_cast<size_t>(layout.n_groups());
   const uint32_t mask = (uint32_t{1} << q.bits) - 1;
   const uint32_t half = uint32_t{1} << (q.bits - 1);
@@ -80,10 +137,9 @@ void layer_signatures(const LayerLayout& layout, const quant::QuantizedTensor& q
   std::vector<uint32_t> sums(n_groups, 0);
   std::vector<uint32_t> negatives(n_groups, 0);
   const int32_t* group_key = layout.group_key.data();
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < layout.numel; ++i) {
     const int32_t gk = group_key[i];
     const int32_t v = values[i];
-    // p_i = wrap_n(k_i * w_i): keep the low n bits, read bit n-1 as the sign.
     const uint32_t product = static_cast<uint32_t>((gk & 1) ? -v : v) & mask;
     const auto g = static_cast<size_t>(gk >> 1);
     sums[g] += product;
@@ -95,6 +151,73 @@ void layer_signatures(const LayerLayout& layout, const quant::QuantizedTensor& q
     const int a = static_cast<int>((negatives[g] >> 1) & 1u);
     out[g] = static_cast<uint8_t>((a << 1) | b);
   }
+}
+
+/// Signatures of one layer from the fused kernel's masks.
+void signatures_from_masks(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b,
+                           std::vector<uint8_t>& out) {
+  out.resize(a.size() * 32);
+  for (size_t q = 0; q < a.size(); ++q) {
+    for (int i = 0; i < 32; ++i)
+      out[32 * q + i] = static_cast<uint8_t>((((a[q] >> i) & 1u) << 1) | ((b[q] >> i) & 1u));
+  }
+}
+
+/// The signature of group g as the accessor's values give it, with element `flat` read as
+/// `value` (flat < 0: no substitution).
+uint8_t group_signature(const LayerLayout& layout, int64_t g, int bits,
+                        const std::function<int32_t(int64_t)>& get, int64_t flat, int32_t value) {
+  std::vector<int32_t> w;
+  std::vector<int8_t> k;
+  for (int64_t j = 0; j < layout.group_size; ++j) {
+    const int64_t e = layout.element(g, j);
+    w.push_back(e >= layout.numel ? 0 : e == flat ? value : get(e));
+    k.push_back(static_cast<int8_t>(layout.key(j)));
+  }
+  return group_checksum(w.data(), k.data(), static_cast<int64_t>(w.size()), bits).signature();
+}
+
+/// Repairs the flagged groups through a value accessor (int32 tensors or int8 memory); returns
+/// how many weights it changed. restore_marked needs the layer's golden signatures.
+int64_t recover_layer(const LayerLayout& layout, const std::vector<int64_t>& groups,
+                      RecoveryMode mode, int bits, const std::function<int32_t(int64_t)>& get,
+                      const std::function<void(int64_t, int32_t)>& set,
+                      const std::vector<uint8_t>* golden, uint8_t mask) {
+  TESSERA_CHECK(mode != RecoveryMode::restore_marked || golden != nullptr,
+                "restore recovery needs the golden signatures");
+  int64_t n_changed = 0;
+  for (const int64_t g : groups) {
+    TESSERA_CHECK(g >= 0 && g < layout.n_groups(), "group {} out of range for layer '{}'", g,
+                  layout.name);
+    std::vector<int64_t> real, marked;
+    for (int64_t j = 0; j < layout.group_size; ++j) {
+      const int64_t flat = layout.element(g, j);
+      if (flat >= layout.numel) continue;
+      real.push_back(flat);
+      if (is_marked(get(flat), bits)) marked.push_back(flat);
+    }
+    if (mode == RecoveryMode::restore_marked) {
+      // Flip the MSB back on the one marked weight whose flip-back restores the signature.
+      std::vector<std::pair<int64_t, int32_t>> fits;
+      for (const int64_t flat : marked) {
+        const int32_t back = quant::from_twos_complement(
+            quant::to_twos_complement(get(flat), bits) ^ (uint32_t{1} << (bits - 1)), bits);
+        const uint8_t sig = group_signature(layout, g, bits, get, flat, back);
+        if (((sig ^ (*golden)[static_cast<size_t>(g)]) & mask) == 0) fits.emplace_back(flat, back);
+      }
+      if (fits.size() == 1) {
+        set(fits.front().first, fits.front().second);
+        ++n_changed;
+        continue;
+      }
+    }
+    const bool only_marked = mode != RecoveryMode::zero_group && !marked.empty();
+    for (const int64_t flat : only_marked ? marked : real) {
+      set(flat, 0);
+      ++n_changed;
+    }
+  }
+  return n_changed;
 }
 
 /// check_bits bits per group, little-endian within each byte.
@@ -150,7 +273,26 @@ RadarKey RadarKey::from_seed(uint64_t seed) {
 }
 
 RadarKey RadarKey::from_file(const std::string& path) {
-  const std::string text = read_file(path);
+  // Open first, then fstat the open file: the mode checked is the file read.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TESSERA_CHECK(fd >= 0, "cannot open key file '{}': {}", path, std::strerror(errno));
+  struct stat st {};
+  std::string text;
+  bool ok = ::fstat(fd, &st) == 0;
+  const bool exposed = ok && (st.st_mode & 077) != 0;
+  if (ok && !exposed) {
+    char buffer[512];
+    ssize_t got = 0;
+    while ((got = ::read(fd, buffer, sizeof buffer)) > 0) text.append(buffer, buffer + got);
+    ok = got == 0;
+  }
+  ::close(fd);
+  TESSERA_CHECK(ok, "cannot read key file '{}': {}", path, std::strerror(errno));
+  TESSERA_CHECK(!exposed,
+                "key file '{}' has mode {:04o}: its group or others may read or write it, so the "
+                "secret may be known; refusing it (run `chmod 600 {}`, or make a new key with "
+                "`tessera bitflip keygen`)",
+                path, st.st_mode & 07777, path);
   std::string hex;
   for (char c : text) {
     if (std::isspace(static_cast<unsigned char>(c))) continue;
@@ -169,19 +311,31 @@ RadarKey RadarKey::from_file(const std::string& path) {
   return RadarKey(std::move(secret));
 }
 
-RadarKey RadarKey::generate() {
-  std::random_device device;
-  std::string secret(32, '\0');
-  for (size_t i = 0; i < 32; i += 4) {
-    const uint32_t word = device();
-    for (size_t j = 0; j < 4; ++j) secret[i + j] = static_cast<char>((word >> (8 * j)) & 0xff);
-  }
-  return RadarKey(std::move(secret));
-}
+RadarKey RadarKey::generate() { return RadarKey(random_bytes(32)); }
 
 void RadarKey::save(const std::string& path) const {
-  write_file_atomic(
-      path, to_hex(reinterpret_cast<const uint8_t*>(secret_.data()), secret_.size()) + "\n");
+  const std::string text =
+      to_hex(reinterpret_cast<const uint8_t*>(secret_.data()), secret_.size()) + "\n";
+  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  // O_EXCL: never write the secret into a file someone else created; 0600 from the start.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  TESSERA_CHECK(fd >= 0, "cannot create key file '{}': {}", tmp, std::strerror(errno));
+  bool ok = ::fchmod(fd, 0600) == 0;
+  size_t written = 0;
+  while (ok && written < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+    ok = n > 0;
+    if (ok) written += static_cast<size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  const int saved_errno = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (ok) ok = ::rename(tmp.c_str(), path.c_str()) == 0;
+  if (!ok) {
+    const int err = saved_errno != 0 ? saved_errno : errno;
+    ::unlink(tmp.c_str());
+    TESSERA_CHECK(false, "cannot write key file '{}': {}", path, std::strerror(err));
+  }
 }
 
 std::string RadarKey::id() const {
@@ -192,10 +346,36 @@ std::string RadarKey::id() const {
 // Options, checksums, layouts
 
 void RadarOptions::validate() const {
-  TESSERA_CHECK(group_size >= 2 && group_size <= (int64_t{1} << 20),
-                "RADAR group size G must be in [2, 1048576], got {}", group_size);
+  TESSERA_CHECK(group_size >= 2 && group_size <= (int64_t{1} << 16),
+                "RADAR group size G must be in [2, 65536], got {}", group_size);
   TESSERA_CHECK(check_bits == 1 || check_bits == 2, "RADAR check bits must be 1 or 2, got {}",
                 check_bits);
+  TESSERA_CHECK(block_weights >= 32 && block_weights <= (int64_t{1} << 20),
+                "RADAR block size must be in [32, 1048576] weights, got {}", block_weights);
+}
+
+RecoveryMode parse_recovery_mode(const std::string& name) {
+  if (name == "group") return RecoveryMode::zero_group;
+  if (name == "marked") return RecoveryMode::zero_marked;
+  if (name == "restore") return RecoveryMode::restore_marked;
+  throw Error(fmt::format("unknown recovery mode '{}' (expected group, marked or restore)", name));
+}
+
+std::string recovery_mode_name(RecoveryMode mode) {
+  switch (mode) {
+    case RecoveryMode::zero_group:
+      return "group";
+    case RecoveryMode::zero_marked:
+      return "marked";
+    case RecoveryMode::restore_marked:
+      return "restore";
+  }
+  throw Error("invalid recovery mode");
+}
+
+bool is_marked(int32_t value, int bits) {
+  const uint32_t code = quant::to_twos_complement(value, bits);
+  return ((code >> (bits - 1)) & 1u) != ((code >> (bits - 2)) & 1u);
 }
 
 GroupChecksum group_checksum(const int32_t* values, const int8_t* keys, int64_t n, int bits) {
@@ -216,10 +396,17 @@ GroupChecksum group_checksum(const int32_t* values, const int8_t* keys, int64_t 
 }
 
 int64_t LayerLayout::group_of(int64_t flat_index) const {
-  TESSERA_CHECK(flat_index >= 0 && flat_index < numel(),
-                "element {} out of range for layer '{}' with {} weights", flat_index, name,
-                numel());
-  return position_of[static_cast<size_t>(flat_index)] / group_size;
+  TESSERA_CHECK(flat_index >= 0 && flat_index < numel,
+                "element {} out of range for layer '{}' with {} weights", flat_index, name, numel);
+  return group_key[static_cast<size_t>(flat_index)] >> 1;
+}
+
+int64_t LayerLayout::element(int64_t group, int64_t j) const {
+  const int64_t q = group / 32;
+  const int64_t lane = group % 32;
+  const auto e = static_cast<size_t>(q * group_size + j);
+  const uint8_t control = controls[static_cast<size_t>(control_of[e]) * 32 + lane];
+  return static_cast<int64_t>(chunk[e]) + (lane & 16) + control;
 }
 
 Radar::Radar(const RadarKey& key, RadarOptions options,
@@ -231,48 +418,10 @@ Radar::Radar(const RadarKey& key, RadarOptions options,
     TESSERA_CHECK(
         q.values.defined() && q.values.scalar_type() == torch::kInt32 && q.values.is_contiguous(),
         "layer '{}' must hold contiguous int32 values", q.name);
-    TESSERA_CHECK(q.numel() > 0 && q.numel() < (int64_t{1} << 31),
-                  "layer '{}' has {} weights; RADAR needs 1 .. 2^31-1", q.name, q.numel());
-    LayerLayout layout;
-    layout.name = q.name;
-    layout.shape = shape_of(q);
-    layout.group_size = options_.group_size;
-    const int64_t n = q.numel();
-    // The secret interleaving: a keyed Fisher-Yates shuffle of the reference layout.
-    const std::string label = fmt::format("{}\n{}\n{}", q.name, n, options_.group_size);
-    std::mt19937_64 perm_rng = keyed_rng(key.bytes(), "perm\n" + label);
-    std::vector<int32_t> permutation(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) permutation[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-    random::shuffle(permutation, perm_rng);
-    layout.order.resize(static_cast<size_t>(n));
-    layout.position_of.resize(static_cast<size_t>(n));
-    for (int64_t p = 0; p < n; ++p) {
-      const int64_t flat = reference_to_flat(permutation[static_cast<size_t>(p)], layout.shape);
-      layout.order[static_cast<size_t>(p)] = static_cast<int32_t>(flat);
-      layout.position_of[static_cast<size_t>(flat)] = static_cast<int32_t>(p);
-    }
-    // Secret keys: per group a balanced +-1 vector (ceil(G/2) entries +1) in a keyed random
-    // order; the tail group takes the first n mod G entries (RECONSTRUCTED: the reference uses
-    // a fixed public codebook of balanced rows, see docs/systems/bitflip.md).
-    std::mt19937_64 key_rng = keyed_rng(key.bytes(), "keys\n" + label);
-    const int64_t g_size = options_.group_size;
-    std::vector<int8_t> base(static_cast<size_t>(g_size));
-    layout.keys.resize(static_cast<size_t>(n));
-    for (int64_t begin = 0; begin < n; begin += g_size) {
-      for (int64_t i = 0; i < g_size; ++i)
-        base[static_cast<size_t>(i)] = i < (g_size + 1) / 2 ? 1 : -1;
-      random::shuffle(base, key_rng);
-      const int64_t end = std::min(begin + g_size, n);
-      for (int64_t p = begin; p < end; ++p)
-        layout.keys[static_cast<size_t>(p)] = base[static_cast<size_t>(p - begin)];
-    }
-    layout.group_key.resize(static_cast<size_t>(n));
-    for (int64_t p = 0; p < n; ++p) {
-      const int32_t key_bit = layout.keys[static_cast<size_t>(p)] < 0 ? 1 : 0;
-      layout.group_key[static_cast<size_t>(layout.order[static_cast<size_t>(p)])] =
-          static_cast<int32_t>(((p / g_size) << 1) | key_bit);
-    }
-    layouts_.push_back(std::move(layout));
+    TESSERA_CHECK(
+        q.numel() > 0 && q.numel() < (int64_t{1} << 31) - 2 * kChunk * options_.group_size,
+        "layer '{}' has {} weights; RADAR needs 1 .. 2^31 - 64 G", q.name, q.numel());
+    layouts_.push_back(make_layout(key.bytes(), q.name, shape_of(q), q.numel(), options_));
   }
 }
 
@@ -282,8 +431,7 @@ const LayerLayout& Radar::layout(size_t layer) const {
   return layouts_[layer];
 }
 
-void Radar::check_compatible(const std::vector<quant::QuantizedTensor>& weights,
-                             const GoldenSignatures* golden) const {
+void Radar::check_layers(const std::vector<quant::QuantizedTensor>& weights) const {
   TESSERA_CHECK(weights.size() == layouts_.size(),
                 "RADAR was set up for {} layers but the model has {}", layouts_.size(),
                 weights.size());
@@ -295,37 +443,57 @@ void Radar::check_compatible(const std::vector<quant::QuantizedTensor>& weights,
     TESSERA_CHECK(q.values.scalar_type() == torch::kInt32 && q.values.is_contiguous(),
                   "layer '{}' must hold contiguous int32 values", q.name);
   }
-  if (golden == nullptr) return;
-  TESSERA_CHECK(golden->key_id == key_id_,
+}
+
+void Radar::check_golden(const GoldenSignatures& golden, const std::vector<std::string>& names,
+                         const std::vector<std::vector<int64_t>>& shapes,
+                         const std::vector<int>& bits, const std::vector<double>& steps) const {
+  TESSERA_CHECK(golden.key_id == key_id_,
                 "the signatures were made with another key (key id {}, this key is {})",
-                golden->key_id, key_id_);
-  TESSERA_CHECK(golden->options.group_size == options_.group_size &&
-                    golden->options.check_bits == options_.check_bits,
-                "the signatures use G = {} with {} check bit(s) but the check uses G = {} with {}",
-                golden->options.group_size, golden->options.check_bits, options_.group_size,
-                options_.check_bits);
-  TESSERA_CHECK(golden->layers.size() == weights.size(),
+                golden.key_id, key_id_);
+  TESSERA_CHECK(golden.options.group_size == options_.group_size &&
+                    golden.options.check_bits == options_.check_bits &&
+                    golden.options.block_weights == options_.block_weights,
+                "the signatures use G = {} with {} check bit(s) and {}-weight blocks but the "
+                "check uses G = {} with {} and {}",
+                golden.options.group_size, golden.options.check_bits, golden.options.block_weights,
+                options_.group_size, options_.check_bits, options_.block_weights);
+  TESSERA_CHECK(golden.layers.size() == names.size() && names.size() == layouts_.size(),
                 "the signature file is for another model: it has {} layers, the model has {}",
-                golden->layers.size(), weights.size());
-  for (size_t l = 0; l < weights.size(); ++l) {
-    const auto& q = weights[l];
-    const auto& s = golden->layers[l];
-    TESSERA_CHECK(s.name == q.name && s.shape == shape_of(q) && s.bits == q.bits,
+                golden.layers.size(), names.size());
+  for (size_t l = 0; l < names.size(); ++l) {
+    const auto& s = golden.layers[l];
+    TESSERA_CHECK(s.name == names[l] && s.shape == shapes[l] && s.bits == bits[l],
                   "the signature file is for another model: layer {} is '{}' {} {}-bit there, "
                   "'{}' {} {}-bit here",
-                  l, s.name, c10::str(s.shape), s.bits, q.name, c10::str(q.values.sizes()), q.bits);
-    TESSERA_CHECK(s.step == q.step,
+                  l, s.name, c10::str(s.shape), s.bits, names[l], c10::str(shapes[l]), bits[l]);
+    TESSERA_CHECK(s.step == steps[l],
                   "the signature file is for another model: layer '{}' has quantization step {} "
                   "there and {} here",
-                  q.name, s.step, q.step);
+                  names[l], s.step, steps[l]);
     TESSERA_CHECK(static_cast<int64_t>(s.signatures.size()) == layouts_[l].n_groups(),
-                  "signature file layer '{}' has {} groups, expected {}", q.name,
+                  "signature file layer '{}' has {} groups, expected {}", names[l],
                   s.signatures.size(), layouts_[l].n_groups());
   }
 }
 
+void Radar::check_golden(const std::vector<quant::QuantizedTensor>& weights,
+                         const GoldenSignatures& golden) const {
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<int> bits;
+  std::vector<double> steps;
+  for (const auto& q : weights) {
+    names.push_back(q.name);
+    shapes.push_back(shape_of(q));
+    bits.push_back(q.bits);
+    steps.push_back(q.step);
+  }
+  check_golden(golden, names, shapes, bits, steps);
+}
+
 GoldenSignatures Radar::sign(const std::vector<quant::QuantizedTensor>& weights) const {
-  check_compatible(weights, nullptr);
+  check_layers(weights);
   GoldenSignatures golden;
   golden.options = options_;
   golden.key_id = key_id_;
@@ -345,9 +513,35 @@ GoldenSignatures Radar::sign(const std::vector<quant::QuantizedTensor>& weights)
   return golden;
 }
 
+GoldenSignatures Radar::sign(const DeployedModel& model) const {
+  model.check_layout(*this);
+  GoldenSignatures golden;
+  golden.options = options_;
+  golden.key_id = key_id_;
+  for (size_t l = 0; l < layouts_.size(); ++l) {
+    const auto& info = model.layer(l);
+    const LayerLayout& layout = layouts_[l];
+    std::vector<uint32_t> a(static_cast<size_t>(layout.n_slots()));
+    std::vector<uint32_t> b(a.size());
+    fused_read(layout, model.codes(l), nullptr, 0.0f, a.data(), b.data());
+    LayerSignatures s;
+    s.name = info.name;
+    s.shape = info.shape;
+    s.bits = 8;
+    s.step = info.step;
+    signatures_from_masks(a, b, s.signatures);
+    if (options_.check_bits == 1) {
+      for (auto& sig : s.signatures) sig &= 1;
+    }
+    golden.layers.push_back(std::move(s));
+  }
+  return golden;
+}
+
 CheckResult Radar::check(const std::vector<quant::QuantizedTensor>& weights,
                          const GoldenSignatures& golden) const {
-  check_compatible(weights, &golden);
+  check_layers(weights);
+  check_golden(weights, golden);
   const uint8_t mask = options_.check_bits == 2 ? 3 : 1;
   CheckResult result;
   std::vector<uint8_t> current;
@@ -368,24 +562,100 @@ CheckResult Radar::check(const std::vector<quant::QuantizedTensor>& weights,
   return result;
 }
 
-int64_t Radar::recover(std::vector<quant::QuantizedTensor>& weights,
-                       const CheckResult& result) const {
-  check_compatible(weights, nullptr);
+SignatureMasks Radar::masks(const GoldenSignatures& golden) const {
+  TESSERA_CHECK(golden.layers.size() == layouts_.size(),
+                "the signature file is for another model: it has {} layers, the model has {}",
+                golden.layers.size(), layouts_.size());
+  SignatureMasks out;
+  for (size_t l = 0; l < layouts_.size(); ++l) {
+    const auto& sig = golden.layers[l].signatures;
+    TESSERA_CHECK(static_cast<int64_t>(sig.size()) == layouts_[l].n_groups(),
+                  "signature file layer '{}' has {} groups, expected {}", layouts_[l].name,
+                  sig.size(), layouts_[l].n_groups());
+    std::vector<uint32_t> a(static_cast<size_t>(layouts_[l].n_slots()), 0);
+    std::vector<uint32_t> b(a.size(), 0);
+    for (size_t g = 0; g < sig.size(); ++g) {
+      a[g / 32] |= static_cast<uint32_t>((sig[g] >> 1) & 1) << (g % 32);
+      b[g / 32] |= static_cast<uint32_t>(sig[g] & 1) << (g % 32);
+    }
+    out.a.push_back(std::move(a));
+    out.b.push_back(std::move(b));
+  }
+  return out;
+}
+
+std::vector<int64_t> Radar::compare(size_t layer, const uint32_t* a, const uint32_t* b,
+                                    const SignatureMasks& expected) const {
+  std::vector<int64_t> flagged;
+  const auto& ea = expected.a[layer];
+  const auto& eb = expected.b[layer];
+  const bool two_bits = options_.check_bits == 2;
+  for (size_t q = 0; q < ea.size(); ++q) {
+    uint32_t diff = (b[q] ^ eb[q]) | (two_bits ? (a[q] ^ ea[q]) : 0u);
+    while (diff != 0) {
+      const int i = __builtin_ctz(diff);
+      flagged.push_back(static_cast<int64_t>(32 * q) + i);
+      diff &= diff - 1;
+    }
+  }
+  return flagged;
+}
+
+CheckResult Radar::check(const DeployedModel& model, const GoldenSignatures& golden) const {
+  model.check_layout(*this);
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<double> steps;
+  for (size_t l = 0; l < model.n_layers(); ++l) {
+    names.push_back(model.layer(l).name);
+    shapes.push_back(model.layer(l).shape);
+    steps.push_back(model.layer(l).step);
+  }
+  check_golden(golden, names, shapes, std::vector<int>(names.size(), 8), steps);
+  const SignatureMasks expected = masks(golden);
+  CheckResult result;
+  for (size_t l = 0; l < layouts_.size(); ++l) {
+    std::vector<uint32_t> a(expected.a[l].size()), b(a.size());
+    fused_read(layouts_[l], model.codes(l), nullptr, 0.0f, a.data(), b.data());
+    LayerCheck layer_check{l, names[l], compare(l, a.data(), b.data(), expected)};
+    if (!layer_check.flagged_groups.empty()) result.layers.push_back(std::move(layer_check));
+  }
+  return result;
+}
+
+int64_t Radar::recover(std::vector<quant::QuantizedTensor>& weights, const CheckResult& result,
+                       RecoveryMode mode, const GoldenSignatures* golden) const {
+  check_layers(weights);
   int64_t n_zeroed = 0;
   for (const auto& layer_check : result.layers) {
     TESSERA_CHECK(layer_check.layer < weights.size(), "check result names layer {} of {}",
                   layer_check.layer, weights.size());
-    const LayerLayout& layout = layouts_[layer_check.layer];
-    int32_t* values = weights[layer_check.layer].values.data_ptr<int32_t>();
-    for (const int64_t g : layer_check.flagged_groups) {
-      TESSERA_CHECK(g >= 0 && g < layout.n_groups(), "group {} out of range for layer '{}'", g,
-                    layout.name);
-      const int64_t end = std::min((g + 1) * layout.group_size, layout.numel());
-      for (int64_t p = g * layout.group_size; p < end; ++p) {
-        values[layout.order[static_cast<size_t>(p)]] = 0;
-        ++n_zeroed;
-      }
-    }
+    auto& q = weights[layer_check.layer];
+    int32_t* values = q.values.data_ptr<int32_t>();
+    n_zeroed += recover_layer(
+        layouts_[layer_check.layer], layer_check.flagged_groups, mode, q.bits,
+        [values](int64_t i) { return values[i]; },
+        [values](int64_t i, int32_t v) { values[i] = v; },
+        golden != nullptr ? &golden->layers.at(layer_check.layer).signatures : nullptr,
+        options_.check_bits == 2 ? 3 : 1);
+  }
+  return n_zeroed;
+}
+
+int64_t Radar::recover(DeployedModel& model, const CheckResult& result, RecoveryMode mode,
+                       const GoldenSignatures* golden) const {
+  model.check_layout(*this);
+  int64_t n_zeroed = 0;
+  for (const auto& layer_check : result.layers) {
+    TESSERA_CHECK(layer_check.layer < model.n_layers(), "check result names layer {} of {}",
+                  layer_check.layer, model.n_layers());
+    int8_t* codes = model.codes(layer_check.layer);
+    n_zeroed += recover_layer(
+        layouts_[layer_check.layer], layer_check.flagged_groups, mode, 8,
+        [codes](int64_t i) { return static_cast<int32_t>(codes[i]); },
+        [codes](int64_t i, int32_t v) { codes[i] = static_cast<int8_t>(v); },
+        golden != nullptr ? &golden->layers.at(layer_check.layer).signatures : nullptr,
+        options_.check_bits == 2 ? 3 : 1);
   }
   return n_zeroed;
 }
@@ -435,9 +705,11 @@ void GoldenSignatures::save(const std::string& path, const RadarKey& key) const 
     file.tensors.emplace_back(kTensorPrefix + l.name, t);
   }
   const std::string header = nlohmann::json{
-      {"format", 1},
+      {"format", 2},
+      {"layout", kLayoutName},
       {"group_size", options.group_size},
       {"check_bits", options.check_bits},
+      {"block_weights", options.block_weights},
       {"key_id", key_id},
       {"layers", layer_list}}.dump();
   file.metadata[kHeaderKey] = header;
@@ -484,10 +756,16 @@ GoldenSignatures GoldenSignatures::load(const std::string& path, const RadarKey&
                 "signature file '{}' failed its HMAC check: it was modified after signing", path);
   GoldenSignatures golden;
   try {
-    TESSERA_CHECK(json.at("format").get<int>() == 1, "signature file '{}': unknown format {}", path,
-                  json.at("format").dump());
+    const int format = json.at("format").get<int>();
+    TESSERA_CHECK(format != 1,
+                  "signature file '{}' has format 1 (the layer-wide layout of older tessera "
+                  "versions); run `tessera bitflip protect` again",
+                  path);
+    TESSERA_CHECK(format == 2 && json.value("layout", std::string()) == kLayoutName,
+                  "signature file '{}': unknown format {}", path, json.at("format").dump());
     golden.options.group_size = json.at("group_size").get<int64_t>();
     golden.options.check_bits = json.at("check_bits").get<int>();
+    golden.options.block_weights = json.at("block_weights").get<int64_t>();
     golden.options.validate();
     golden.key_id = file_key_id;
     size_t i = 0;

@@ -162,7 +162,8 @@ std::string svg_side_by_side(const std::vector<std::string>& documents) {
   constexpr int kWidth = 720, kHeight = 480;
   const int total = kWidth * static_cast<int>(documents.size());
   std::string out = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\">\n",
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} "
+      "{}\">\n",
       total, kHeight, total, kHeight);
   for (size_t i = 0; i < documents.size(); ++i) {
     const std::string& doc = documents[i];

@@ -1,5 +1,6 @@
 // A small SVG line/scatter plot writer (no dependency): axes with ticks, a log or linear x axis,
-// one polyline plus markers per series, and a legend. Used wherever a curve is the result (`--svg FILE`).
+// one polyline plus markers per series, and a legend. Used wherever a curve is the result (`--svg
+// FILE`).
 #pragma once
 
 #include <string>

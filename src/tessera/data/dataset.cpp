@@ -6,8 +6,8 @@
 #include <cmath>
 
 #include "tessera/core/error.h"
-#include "tessera/core/seed.h"
 #include "tessera/core/random.h"
+#include "tessera/core/seed.h"
 
 namespace tessera::data {
 

@@ -3,9 +3,9 @@
 #include <numeric>
 
 #include "tessera/core/error.h"
+#include "tessera/core/random.h"
 #include "tessera/core/seed.h"
 #include "tessera/data/dataset.h"
-#include "tessera/core/random.h"
 
 namespace tessera::data {
 

@@ -1,5 +1,5 @@
-// SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), our own small implementation so that the
-// RADAR signature file can carry an integrity tag without a crypto library dependency.
+// SHA-256, HMAC-SHA256, a constant-time compare and secret random bytes for the RADAR key and
+// signature file: thin wrappers over OpenSSL's libcrypto (audited code, a real random source).
 #pragma once
 
 #include <array>
@@ -11,17 +11,20 @@ namespace tessera::bitflip {
 
 using Digest = std::array<uint8_t, 32>;
 
-/// SHA-256 of `data`.
+/// SHA-256 of `data` (libcrypto EVP).
 Digest sha256(std::string_view data);
 
-/// HMAC-SHA256 of `message` under `key` (any length; keys longer than 64 bytes are hashed).
+/// HMAC-SHA256 of `message` under `key` (any length; libcrypto HMAC).
 Digest hmac_sha256(std::string_view key, std::string_view message);
 
 /// Lower-case hex of the bytes.
 std::string to_hex(const uint8_t* bytes, size_t n);
 inline std::string to_hex(const Digest& digest) { return to_hex(digest.data(), digest.size()); }
 
-/// Compares two strings in time that depends only on their lengths (for MAC tags).
+/// Compares two strings in time that depends only on their lengths (CRYPTO_memcmp; for MAC tags).
 bool constant_time_equal(std::string_view a, std::string_view b);
+
+/// `n` bytes from libcrypto's CSPRNG (RAND_bytes); throws tessera::Error if it fails.
+std::string random_bytes(size_t n);
 
 }  // namespace tessera::bitflip
