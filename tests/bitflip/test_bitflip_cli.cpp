@@ -3,10 +3,6 @@
 // group-readable key file is refused.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-
-#include <array>
-#include <cstdio>
 
 #include "tessera/bitflip/quantized_model.h"
 #include "tessera/bitflip/radar.h"
@@ -20,27 +16,11 @@ namespace {
 using tessera::testing::SeededTest;
 using tessera::testing::TempDir;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = tessera::testing::CommandResult;
 
 Result run(const std::string& args, const TempDir& dir) {
-  const std::string err_path = dir.file("stderr.txt");
-  const std::string command =
-      std::string(TESSERA_BINARY) + " --quiet bitflip " + args + " 2>" + err_path;
-  Result result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    result.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.err = read_file(err_path);
-  return result;
+  return tessera::testing::run_command(std::string(TESSERA_BINARY) + " --quiet bitflip " + args,
+                                       dir);
 }
 
 TEST_F(SeededTest, VerifyGatesADeploymentAndKeysStayPrivate) {

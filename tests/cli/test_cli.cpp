@@ -1,10 +1,7 @@
 // End-to-end tests of the tessera binary: bad input gives one `error:` line and a non-zero exit,
 // nothing is half-written, and the foundation commands work on real data.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -15,26 +12,10 @@ namespace {
 
 using tessera::testing::TempDir;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = tessera::testing::CommandResult;
 
 Result run(const std::string& args, const TempDir& dir) {
-  const std::string err_path = dir.file("stderr.txt");
-  const std::string command = std::string(TESSERA_BINARY) + " --quiet " + args + " 2>" + err_path;
-  Result result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    result.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.err = tessera::read_file(err_path);
-  return result;
+  return tessera::testing::run_command(std::string(TESSERA_BINARY) + " --quiet " + args, dir);
 }
 
 bool have_fashion_mnist() {

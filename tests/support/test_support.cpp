@@ -1,12 +1,16 @@
 // Shared test helpers.
 #include "test_support.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
+#include "tessera/core/fs.h"
 #include "tessera/core/seed.h"
 
 namespace tessera::testing {
@@ -28,6 +32,21 @@ TempDir::~TempDir() {
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+CommandResult run_command(const std::string& command, const TempDir& dir) {
+  const std::string err_path = dir.file("stderr.txt");
+  CommandResult result;
+  FILE* pipe = popen((command + " 2>" + err_path).c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    result.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.err = read_file(err_path);
+  return result;
 }
 
 }  // namespace tessera::testing

@@ -34,6 +34,16 @@ class TempDir {
 /// Writes raw bytes to a file (non-atomically; for crafting bad inputs in tests).
 void write_bytes(const std::string& path, const std::string& bytes);
 
+/// What a shell command printed and how it exited.
+struct CommandResult {
+  int exit_code = -1;  ///< -1 when it did not exit normally
+  std::string out;     ///< standard output
+  std::string err;     ///< standard error (through a file in `dir`)
+};
+
+/// Runs `command` with /bin/sh, standard error captured in dir/stderr.txt.
+CommandResult run_command(const std::string& command, const TempDir& dir);
+
 /// The message of the tessera::Error that f() throws, or "" when it throws none.
 template <typename F>
 std::string error_of(F&& f) {
