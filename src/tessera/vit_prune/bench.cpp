@@ -143,8 +143,6 @@ std::vector<EqualFlopsRow> compare_equal_flops(const std::vector<VitBenchRow>& r
   return out;
 }
 
-std::string fmt_pct(double fraction) { return fmt::format("{:.2f}", 100.0 * fraction); }
-
 }  // namespace
 
 Method parse_method(const std::string& name) {
@@ -398,7 +396,7 @@ Table VitBenchResult::table() const {
     std::vector<std::string> cells = {
         r.method,
         r.setting.empty() ? "-" : r.setting,
-        fmt_pct(r.accuracy),
+        percent(r.accuracy),
         fmt::format("{:.2f}", static_cast<double>(r.macs.total) / 1e6),
         fmt::format("{:.1f}", 100 * r.macs_saved),
         std::to_string(r.final_tokens)};
@@ -419,9 +417,9 @@ Table VitBenchResult::equal_flops_table() const {
   for (const auto& e : equal_flops) {
     std::vector<std::string> cells = {fmt::format("{:.2f}", e.target_keep),
                                       fmt::format("{:.1f}", 100 * e.macs_saved),
-                                      fmt_pct(e.cpvit_accuracy)};
+                                      percent(e.cpvit_accuracy)};
     for (const double a : e.baseline_accuracy)
-      cells.push_back(std::isnan(a) ? "outside curve" : fmt_pct(a));
+      cells.push_back(std::isnan(a) ? "outside curve" : percent(a));
     t.add_row(cells);
   }
   return t;
@@ -667,7 +665,7 @@ std::vector<TourRow> tour(const TourContext& context) {
   return {{"vit_prune: CP-ViT, 50% of patches pruned (reference ViT vit-fmnist)",
            fmt::format("acc {}% -> {}% ({} test images), MACs -{:.1f}%, batch-64 latency "
                        "{:.2f}x faster",
-                       fmt_pct(base.accuracy), fmt_pct(cut.accuracy), r.eval_images,
+                       percent(base.accuracy), percent(cut.accuracy), r.eval_images,
                        100 * cut.macs_saved, cut.speedup.front()),
            "50% patches pruned: > 40% FLOPs cut, < 1% accuracy loss (ViT-B/16, CIFAR)"}};
 }
