@@ -99,7 +99,7 @@ TEST(Registry, UnknownNameListsKnownModels) {
 
 TEST(Registry, ListsEveryModelWithDescriptionAndBuildsIt) {
   const auto models = list_models();
-  ASSERT_EQ(models.size(), 6u);
+  ASSERT_EQ(models.size(), 7u);
   for (const auto& info : models) {
     SCOPED_TRACE(info.name);
     EXPECT_FALSE(info.description.empty());

@@ -218,7 +218,8 @@ void run_protect(const ProtectCommand& o) {
 }
 
 void add_model_flags(CLI::App* cmd, std::string& model, int& bits) {
-  cmd->add_option("--model", model, "model file (float Tessera model or quantized bitflip file)")
+  cmd->add_option("--model", model,
+                  "model file: float Tessera model, quantized bitflip file or TorchScript")
       ->required();
   cmd->add_option("--bits", bits, "weight bits when quantizing a float model")
       ->capture_default_str()

@@ -25,6 +25,7 @@ void add_latency_flags(CLI::App* sub, fpga::LatencyOptions& o) {
   add_spec_flags(sub, o.spec, o.device);
   sub->add_option("--workload", o.workload, "workload JSON (default: ResNet-18 ImageNet shapes)")
       ->capture_default_str();
+  sub->add_option("--model", o.model, "model file (Tessera or TorchScript): its workload");
   sub->add_option("--weight-bits", o.weight_bits, "LUT-core weight bits of the middle layers")
       ->capture_default_str();
   sub->add_option("--activation-bits", o.activation_bits,

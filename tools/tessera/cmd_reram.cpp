@@ -51,7 +51,7 @@ CLI::Option* add_parsed_list(CLI::App* app, const std::string& flag, std::vector
 
 void add_source_flags(CLI::App* sub, reram::NetworkSource& in) {
   sub->add_option("--model", in.model,
-                  "Tessera model file (.safetensors): shapes + trained weights")
+                  "model file (Tessera or TorchScript): shapes + trained weights")
       ->capture_default_str();
   sub->add_option("--workload", in.workload, "workload JSON (core/workload format)")
       ->capture_default_str();

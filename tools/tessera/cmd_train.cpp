@@ -7,11 +7,13 @@
 #include "tessera/core/fs.h"
 #include "tessera/core/log.h"
 #include "tessera/core/report.h"
+#include "tessera/core/safetensors.h"
 #include "tessera/core/table.h"
 #include "tessera/core/timer.h"
-#include "tessera/data/dataset.h"
+#include "tessera/data/image_folder.h"
 #include "tessera/models/model_io.h"
 #include "tessera/models/registry.h"
+#include "tessera/models/torchvision.h"
 #include "tessera/train/bench.h"
 
 namespace {
@@ -97,38 +99,75 @@ void register_train_command(CLI::App& app) {
   sub->callback([cmd] { run_train(*cmd); });
 }
 
+struct EvalCommand {
+  std::string model_path, data_dir, json, logits;
+  std::vector<double> mean, std;
+  int64_t batch_size = 512;
+};
+
+void run_eval(const EvalCommand& o) {
+  cli::check_writable({o.json, o.logits});
+  auto model = models::load(o.model_path);
+  const auto& config = model->config();
+  auto test_set = data::load_images("test", o.data_dir, config.image_size);
+  TESSERA_CHECK(test_set.channels() == config.in_channels,
+                "model '{}' expects {} input channel(s); {} has {}", o.model_path,
+                config.in_channels, test_set.name, test_set.channels());
+  TESSERA_CHECK(test_set.num_classes <= config.num_classes,
+                "model '{}' has {} outputs; {} has {} classes", o.model_path, config.num_classes,
+                test_set.name, test_set.num_classes);
+  data::normalize(test_set, o.mean, o.std);
+  tessera::Timer timer;
+  std::vector<torch::Tensor> logits;
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto result = train::evaluate(
+      [&](const torch::Tensor& x) {
+        torch::Tensor y = model->forward(x);
+        if (!o.logits.empty()) logits.push_back(y);
+        return y;
+      },
+      test_set, o.batch_size);
+  std::cout << fmt::format(
+      "{}: {} on {} {} test images: accuracy {:.2f}%, loss {:.4f} ({:.1f} s)\n", o.model_path,
+      config.name, result.n, test_set.name, 100 * result.accuracy, result.loss, timer.elapsed_s());
+  if (!o.logits.empty()) {
+    tessera::safetensors::File file;
+    file.tensors.emplace_back("logits", torch::cat(logits).contiguous());
+    file.tensors.emplace_back("labels", test_set.labels);
+    tessera::safetensors::save(o.logits, file);
+    std::cout << "wrote " << o.logits << "\n";
+  }
+  tessera::Report report("eval",
+                         {{"model", o.model_path},
+                          {"arch", config.to_json()},
+                          {"data", test_set.name},
+                          {"mean", o.mean},
+                          {"std", o.std}},
+                         0);
+  report.results() = {{"accuracy", result.accuracy}, {"loss", result.loss}, {"n", result.n}};
+  report.write(o.json);
+}
+
 void register_eval_command(CLI::App& app) {
-  struct Options {
-    std::string model_path, data_dir, json;
-    int64_t batch_size = 512;
-  };
-  auto opt = std::make_shared<Options>();
+  auto opt = std::make_shared<EvalCommand>();
   auto* sub =
-      app.add_subcommand("eval", "evaluate a Tessera model file on the Fashion-MNIST test set");
-  sub->add_option("--model", opt->model_path, "model file (.safetensors written by tessera)")
+      app.add_subcommand("eval", "evaluate a model file (Tessera or TorchScript) on a test set");
+  sub->add_option("--model", opt->model_path,
+                  "model file: a Tessera .safetensors or a TorchScript .pt (docs/import.md)")
       ->required();
   sub->add_option("--batch-size", opt->batch_size, "evaluation batch size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cli::add_data_option(sub, opt->data_dir);
+  cli::add_data_option(sub, opt->data_dir)
+      ->description("test set directory: Fashion-MNIST IDX files or CIFAR-10/100 binaries");
+  sub->add_option("--mean", opt->mean, "per-channel mean subtracted from [0, 1] pixels")
+      ->delimiter(',');
+  sub->add_option("--std", opt->std, "per-channel divisor applied after --mean")->delimiter(',');
+  sub->add_option("--logits", opt->logits,
+                  "also write the test set's logits [N, K] and labels [N] (safetensors)");
   cli::add_json_option(sub, opt->json);
-  sub->callback([opt] {
-    cli::check_writable({opt->json});
-    auto model = models::load(opt->model_path);
-    const auto& config = model->config();
-    auto test_set = data::load_fashion_mnist("test", opt->data_dir, config.image_size);
-    TESSERA_CHECK(test_set.channels() == config.in_channels,
-                  "model '{}' expects {} input channel(s); Fashion-MNIST has {}", opt->model_path,
-                  config.in_channels, test_set.channels());
-    tessera::Timer timer;
-    auto result = train::evaluate(model, test_set, opt->batch_size);
-    std::cout << fmt::format("{}: {} on {} test images: accuracy {:.2f}%, loss {:.4f} ({:.1f} s)\n",
-                             opt->model_path, config.name, result.n, 100 * result.accuracy,
-                             result.loss, timer.elapsed_s());
-    tessera::Report report("eval", {{"model", opt->model_path}, {"arch", config.to_json()}}, 0);
-    report.results() = {{"accuracy", result.accuracy}, {"loss", result.loss}, {"n", result.n}};
-    report.write(opt->json);
-  });
+  sub->callback([opt] { run_eval(*opt); });
 }
 
 void register_info_command(CLI::App& app) {
@@ -173,8 +212,64 @@ void register_info_command(CLI::App& app) {
   });
 }
 
+void check_torchvision_format(const std::string& format) {
+  TESSERA_CHECK(format == "torchvision", "unknown format '{}' (known: torchvision)", format);
+}
+
+void register_import_command(CLI::App* group) {
+  struct Options {
+    std::string in, out, format = "torchvision";
+    models::ModelConfig config;
+  };
+  auto opt = std::make_shared<Options>();
+  opt->config.name = "resnet18";
+  auto* sub = group->add_subcommand(
+      "import", "convert a torchvision-named safetensors state dict into a Tessera model file");
+  sub->add_option("state_dict", opt->in, "safetensors file with torchvision names")->required();
+  sub->add_option("-o,--out", opt->out, "Tessera model file to write")->required();
+  sub->add_option("--format", opt->format, "parameter names of the input")->capture_default_str();
+  sub->add_option("--arch", opt->config.name, "architecture (see `tessera models`)")
+      ->capture_default_str();
+  sub->add_option("--num-classes", opt->config.num_classes, "outputs")->capture_default_str();
+  sub->add_option("--in-channels", opt->config.in_channels, "input channels")
+      ->capture_default_str();
+  sub->add_option("--image-size", opt->config.image_size, "input side")->capture_default_str();
+  sub->add_option("--width-mult", opt->config.width_mult, "channel width multiplier")
+      ->capture_default_str();
+  sub->callback([opt] {
+    check_torchvision_format(opt->format);
+    cli::check_writable({opt->out});
+    models::Model model = models::import_torchvision(opt->in, opt->config);
+    models::save(opt->out, model);
+    std::cout << fmt::format("wrote {} ({}, {} parameters)\n", opt->out, opt->config.name,
+                             models::count_parameters(*model));
+  });
+}
+
+void register_export_command(CLI::App* group) {
+  struct Options {
+    std::string model, out, format = "torchvision";
+  };
+  auto opt = std::make_shared<Options>();
+  auto* sub = group->add_subcommand(
+      "export", "write a Tessera model's state dict with torchvision names (safetensors)");
+  sub->add_option("--model", opt->model, "Tessera model file")->required();
+  sub->add_option("-o,--out", opt->out, "safetensors file to write")->required();
+  sub->add_option("--format", opt->format, "parameter names to write")->capture_default_str();
+  sub->callback([opt] {
+    check_torchvision_format(opt->format);
+    cli::check_writable({opt->out});
+    models::Model model = models::load(opt->model);
+    models::export_torchvision(opt->out, model);
+    std::cout << fmt::format("wrote {} ({} tensors with torchvision names)\n", opt->out,
+                             models::torchvision_names(model).size());
+  });
+}
+
 void register_models_command(CLI::App& app, cli::Tour& tour) {
   auto* sub = app.add_subcommand("models", "list the model architectures and reference models");
+  register_import_command(sub);
+  register_export_command(sub);
   auto names = std::make_shared<std::vector<std::string>>();
   auto data_dir = std::make_shared<std::string>();
   auto* build = sub->add_subcommand(

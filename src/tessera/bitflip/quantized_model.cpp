@@ -7,6 +7,7 @@
 #include "tessera/core/safetensors.h"
 #include "tessera/models/model_io.h"
 #include "tessera/models/registry.h"
+#include "tessera/models/torchscript.h"
 
 namespace tessera::bitflip {
 
@@ -104,6 +105,14 @@ QuantizedModel quantize_model(models::Model model, int bits) {
 }
 
 void save_quantized(const std::string& path, const QuantizedModel& qm) {
+  if (models::is_imported(qm.model)) {
+    // TorchScript has no integer weights: it stores the dequantized ones (flips included), and
+    // tessera.json the steps that recover the integers exactly.
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& w : qm.weights) layers.push_back({{"name", w.name}, {"step", w.step}});
+    return models::save_torchscript(path, qm.model,
+                                    {{kQuantKey, {{"bits", qm.bits}, {"layers", layers}}}});
+  }
   safetensors::File file;
   file.metadata[models::kArchKey] = qm.model->config().to_json().dump();
   nlohmann::json layers = nlohmann::json::array();
@@ -124,7 +133,52 @@ void save_quantized(const std::string& path, const QuantizedModel& qm) {
   safetensors::save(path, file);
 }
 
+namespace {
+
+// A TorchScript file: quantized to `bits`, or with the steps save_quantized stored, whose
+// integers w / step are exact (w was written as float(q * step)).
+QuantizedModel load_quantized_torchscript(const std::string& path, int bits) {
+  const nlohmann::json meta = models::torchscript_metadata(path);
+  models::Model model = models::load(path);
+  if (!meta.contains(kQuantKey)) return quantize_model(model, bits);
+  const nlohmann::json& q = meta.at(kQuantKey);
+  TESSERA_CHECK(q.is_object() && q.contains("bits") && q.at("bits").is_number_integer() &&
+                    q.contains("layers") && q.at("layers").is_array(),
+                "'{}': bad '{}' entry in its tessera.json", path, kQuantKey);
+  QuantizedModel qm;
+  qm.model = model;
+  qm.bits = q.at("bits").get<int>();
+  TESSERA_CHECK(qm.bits >= 2 && qm.bits <= 16, "'{}': bits {} not in [2, 16]", path, qm.bits);
+  qm.weights = quant::quantize_module(*qm.model, qm.bits);  // names and order; values follow
+  TESSERA_CHECK(q.at("layers").size() == qm.weights.size(),
+                "'{}': '{}' lists {} layers, the model has {}", path, kQuantKey,
+                q.at("layers").size(), qm.weights.size());
+  torch::NoGradGuard no_grad;
+  for (size_t l = 0; l < qm.weights.size(); ++l) {
+    const auto& layer = q.at("layers")[l];
+    auto& w = qm.weights[l];
+    TESSERA_CHECK(layer.is_object() && layer.value("name", "") == w.name &&
+                      layer.contains("step") && layer.at("step").is_number() &&
+                      layer.at("step").get<double>() > 0,
+                  "'{}': layer {} of '{}' does not describe '{}'", path, l, kQuantKey, w.name);
+    w.step = layer.at("step").get<double>();
+    w.bits = qm.bits;
+    w.values = (qm.parameter(l).to(torch::kFloat64) / w.step).round().to(torch::kInt32);
+    const int64_t limit = int64_t{1} << (qm.bits - 1);
+    TESSERA_CHECK(
+        w.values.numel() == 0 ||
+            (w.values.min().item<int64_t>() >= -limit && w.values.max().item<int64_t>() < limit),
+        "'{}': weight '{}' does not fit {} bits at step {}", path, w.name, qm.bits, w.step);
+  }
+  qm.sync();
+  qm.model->eval();
+  return qm;
+}
+
+}  // namespace
+
 QuantizedModel load_quantized(const std::string& path, int bits) {
+  if (models::is_torchscript_file(path)) return load_quantized_torchscript(path, bits);
   safetensors::File file = safetensors::load(path);
   auto quant_meta = file.metadata.find(kQuantKey);
   if (quant_meta == file.metadata.end()) {

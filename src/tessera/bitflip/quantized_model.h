@@ -48,11 +48,14 @@ QuantizedModel quantize_model(models::Model model, int bits = 8);
 
 /// Writes a quantized model file: a safetensors file with the architecture (metadata
 /// "tessera.arch"), every float parameter and buffer, and the integer weights as I32 tensors
-/// with their steps (metadata "tessera.bitflip"). Atomic.
+/// with their steps (metadata "tessera.bitflip"). Atomic. An imported TorchScript model is
+/// written as TorchScript with its dequantized weights (flips included); reading it back
+/// quantizes them again.
 void save_quantized(const std::string& path, const QuantizedModel& model);
 
 /// Reads either a quantized model file (save_quantized: the integers are taken as stored, flips
-/// included) or a float Tessera model file (models::save), which is quantized to `bits`.
+/// included), a float Tessera model file (models::save) or a TorchScript file, which is
+/// quantized to `bits`.
 QuantizedModel load_quantized(const std::string& path, int bits = 8);
 
 /// Top-1 accuracy and mean loss of the quantized model on `dataset`.

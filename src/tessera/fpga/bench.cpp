@@ -13,6 +13,7 @@
 #include "tessera/core/timer.h"
 #include "tessera/data/dataset.h"
 #include "tessera/fpga/workloads.h"
+#include "tessera/models/model_io.h"
 #include "tessera/train/bench.h"
 
 namespace tessera::fpga {
@@ -34,14 +35,13 @@ workload::Workload load_bench_workload(const std::string& workload_path) {
 void LatencyOptions::validate() const {
   LayerPrecision{weight_bits, activation_bits}.validate("fpga latency: --bits");
   TESSERA_CHECK(repeats >= 1, "fpga latency: repeats {} must be >= 1", repeats);
+  TESSERA_CHECK(workload.empty() || model.empty(),
+                "fpga latency: give a workload or a model, not both");
 }
 
 nlohmann::json LatencyOptions::to_json() const {
-  return {{"spec", spec},
-          {"device", device},
-          {"workload", workload},
-          {"weight_bits", weight_bits},
-          {"activation_bits", activation_bits},
+  return {{"spec", spec},      {"device", device},           {"workload", workload},
+          {"model", model},    {"weight_bits", weight_bits}, {"activation_bits", activation_bits},
           {"repeats", repeats}};
 }
 
@@ -69,8 +69,9 @@ nlohmann::json LatencyResult::to_json() const {
 LatencyResult run_latency(const LatencyOptions& options) {
   options.validate();
   LatencyResult r;
-  const workload::Workload w = load_bench_workload(options.workload);
-  r.network = w.model;
+  const workload::Workload w = options.model.empty() ? load_bench_workload(options.workload)
+                                                     : models::load(options.model)->workload();
+  r.network = options.model.empty() ? w.model : options.model;
   r.gemms = gemm_shapes(w);
   r.design.name = "spec";
   r.design.spec = load_bench_spec(options.spec, options.device);

@@ -28,7 +28,8 @@ workload::Workload load_bench_workload(const std::string& workload_path);
 struct LatencyOptions {
   std::string spec;  ///< spec JSON (empty: `device` with default cores)
   std::string device = "xc7z045";
-  std::string workload;                      ///< workload JSON (empty: ResNet-18 ImageNet shapes)
+  std::string workload;  ///< workload JSON (empty: `model`, else ResNet-18 ImageNet shapes)
+  std::string model;     ///< a model file (Tessera or TorchScript) whose workload is used
   int weight_bits = 4, activation_bits = 4;  ///< LUT-core bits of the middle layers
   int64_t repeats = 1000;                    ///< timed evaluations
   void validate() const;

@@ -9,6 +9,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/models/registry.h"
+#include "tessera/models/torchscript.h"
 
 namespace tessera::models {
 
@@ -57,6 +58,7 @@ void load_tensor(const std::string& path, const std::string& name, const torch::
 }  // namespace
 
 void save(const std::string& path, Model& model) {
+  if (is_imported(model)) return save_torchscript(path, model);
   safetensors::File file;
   for (const auto& item : model->named_parameters()) {
     file.tensors.emplace_back(item.key(), item.value().detach().contiguous());
@@ -70,10 +72,12 @@ void save(const std::string& path, Model& model) {
 }
 
 ModelConfig read_config(const std::string& path) {
+  if (is_torchscript_file(path)) return load_torchscript(path)->config();
   return config_from_metadata(path, safetensors::load(path).metadata);
 }
 
 Model load(const std::string& path) {
+  if (is_torchscript_file(path)) return load_torchscript(path);
   const safetensors::File file = safetensors::load(path);
   ModelConfig config = config_from_metadata(path, file.metadata);
   Model model{nullptr};

@@ -6,9 +6,11 @@
 #include <memory>
 
 #include "tessera/core/error.h"
+#include "tessera/models/graph.h"
 #include "tessera/models/mobilenetv2.h"
 #include "tessera/models/resnet.h"
 #include "tessera/models/resnet50.h"
+#include "tessera/models/torchscript.h"
 #include "tessera/models/vgg.h"
 #include "tessera/models/vit.h"
 
@@ -43,6 +45,8 @@ const Entry kModels[] = {
      [](const ModelConfig& config) { return as_model(std::make_shared<MobileNetV2Impl>(config)); }},
     {"vit", "small ViT (patch 4, dim 64, depth 6, 4 heads, MLP x2 by default), 0.2M params",
      [](const ModelConfig& config) { return as_model(std::make_shared<VitImpl>(config)); }},
+    {"graph", "a CNN as a node list in extra.graph (obfuscated networks; see models/graph.h)",
+     [](const ModelConfig& config) { return as_model(std::make_shared<GraphModelImpl>(config)); }},
 };
 
 }  // namespace
@@ -60,6 +64,8 @@ std::string known_model_names() {
 }
 
 Model create(const ModelConfig& config) {
+  TESSERA_CHECK(config.name != kTorchScriptArch,
+                "a '{}' model is loaded from its TorchScript file, not built by name", config.name);
   config.validate();  // names an unknown model and lists the known ones
   for (const Entry& entry : kModels) {
     if (config.name == entry.name) return entry.build(config);
@@ -68,6 +74,7 @@ Model create(const ModelConfig& config) {
 }
 
 Model clone(Model& model) {
+  if (is_imported(model)) return clone_torchscript(model);
   Model copy = create(model->config());
   torch::NoGradGuard no_grad;
   auto source_parameters = model->named_parameters();

@@ -7,6 +7,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/models/registry.h"
+#include "tessera/models/torchscript.h"
 
 namespace tessera::splitfed {
 namespace {
@@ -47,6 +48,7 @@ SplitOptions SplitOptions::from_json(const nlohmann::json& json) {
 
 ClientSideImpl::ClientSideImpl(models::Model model, const SplitOptions& options)
     : model_(std::move(model)), options_(options) {
+  models::require_units(model_, "split learning");
   const auto n = static_cast<int64_t>(model_->n_units());
   TESSERA_CHECK(options_.cut >= 1 && options_.cut < n,
                 "cut {} does not exist in model '{}' (valid cuts: 1..{})", options_.cut,
@@ -83,6 +85,7 @@ torch::Tensor ClientSideImpl::forward(const torch::Tensor& x) {
 
 ServerSideImpl::ServerSideImpl(models::Model model, const SplitOptions& options)
     : model_(std::move(model)), options_(options) {
+  models::require_units(model_, "split learning");
   const auto n = static_cast<int64_t>(model_->n_units());
   TESSERA_CHECK(options_.cut >= 1 && options_.cut < n,
                 "cut {} does not exist in model '{}' (valid cuts: 1..{})", options_.cut,
