@@ -16,6 +16,15 @@ CLI::Option* add_data_option(CLI::App* app, std::string& dir) {
       ->capture_default_str();
 }
 
+void add_image_data_options(CLI::App* app, data::ImageData& source) {
+  app->add_option("--data", source.dir,
+                  "image directory: Fashion-MNIST IDX files or CIFAR-10/100 binaries")
+      ->capture_default_str();
+  app->add_option("--mean", source.mean, "per-channel mean subtracted from [0, 1] pixels")
+      ->delimiter(',');
+  app->add_option("--std", source.std, "per-channel divisor applied after --mean")->delimiter(',');
+}
+
 namespace {
 constexpr const char* kDefaultOutputDir = "tessera-out";
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tessera/core/tour.h"
+#include "tessera/data/image_folder.h"
 #include "tessera/train/cache.h"
 
 namespace tessera::cli {
@@ -69,6 +70,9 @@ inline CLI::Option* add_json_option(CLI::App* app, std::string& path) {
 }
 /// --data DIR for Fashion-MNIST.
 CLI::Option* add_data_option(CLI::App* app, std::string& dir);
+/// --data DIR (Fashion-MNIST or CIFAR-10/100, by content), --mean and --std: the test images of a
+/// model file, which may come from elsewhere (docs/import.md).
+void add_image_data_options(CLI::App* app, data::ImageData& source);
 /// --svg FILE: where the command writes its plot (nothing written when empty).
 inline CLI::Option* add_svg_option(CLI::App* app, std::string& path) {
   return app->add_option("--svg", path, "write the result's curve as an SVG plot");

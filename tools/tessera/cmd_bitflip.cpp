@@ -242,7 +242,8 @@ void register_protect(CLI::App* group) {
 // attack
 
 struct AttackCommand {
-  std::string model, out, data_dir, json, svg;
+  std::string model, out, json, svg;
+  data::ImageData data;
   bitflip::AttackRunOptions run;
   int bits = 8;
 };
@@ -254,10 +255,10 @@ void run_attack_command(const AttackCommand& o) {
   config["out"] = o.out;
   tessera::Report report("bitflip attack", config, o.run.attack.seed);
   auto qm = bitflip::load_quantized(o.model, o.bits);
-  const auto test = bitflip::load_eval_set(qm, o.data_dir, o.run.eval_size);
+  const auto test = bitflip::load_eval_set(qm, o.data, o.run.eval_size);
   data::Dataset pool;
   if (o.run.attack.method == bitflip::AttackMethod::pbfa)
-    pool = data::load_fashion_mnist("train", o.data_dir, qm.model->config().image_size);
+    pool = data::load_images(o.data, "train", qm.model->config().image_size);
   const bitflip::AttackRun run = bitflip::attack_model(qm, test, &pool, o.run);
   std::cout << run.table().to_string() << run.summary() << "\n";
   save_model(o.out, qm);
@@ -276,7 +277,7 @@ void register_attack(CLI::App* group) {
   add_model_flags(cmd, o->model, o->bits);
   add_attack_run_flags(cmd, o->run);
   cmd->add_option("-o,--out", o->out, "write the attacked quantized model here");
-  cli::add_data_option(cmd, o->data_dir);
+  cli::add_image_data_options(cmd, o->data);
   cli::add_json_option(cmd, o->json);
   cli::add_svg_option(cmd, o->svg);
   cmd->callback([o] { run_attack_command(*o); });
@@ -286,7 +287,8 @@ void register_attack(CLI::App* group) {
 // verify
 
 struct VerifyCommand {
-  std::string model, signatures, out, data_dir, json;
+  std::string model, signatures, out, json;
+  data::ImageData data;
   KeyOptions key;
   bool recover = false;
   bitflip::RecoveryMode mode = bitflip::RecoveryMode::zero_group;
@@ -303,7 +305,7 @@ void run_verify(const VerifyCommand& o) {
   const bitflip::Radar radar(key, golden.options, qm.weights);
   std::unique_ptr<data::Dataset> test;
   if (o.eval_size != 0)
-    test = std::make_unique<data::Dataset>(bitflip::load_eval_set(qm, o.data_dir, o.eval_size));
+    test = std::make_unique<data::Dataset>(bitflip::load_eval_set(qm, o.data, o.eval_size));
   const auto result = bitflip::verify_model(qm, radar, golden, o.recover, test.get(), o.mode);
   std::cout << result.to_string();
   save_model(o.out, qm);
@@ -336,7 +338,7 @@ void register_verify(CLI::App* group) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   add_key_flags(cmd, o->key);
-  cli::add_data_option(cmd, o->data_dir);
+  cli::add_image_data_options(cmd, o->data);
   cli::add_json_option(cmd, o->json);
   cmd->callback([o] { run_verify(*o); });
 }

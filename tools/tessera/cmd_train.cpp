@@ -100,8 +100,8 @@ void register_train_command(CLI::App& app) {
 }
 
 struct EvalCommand {
-  std::string model_path, data_dir, json, logits;
-  std::vector<double> mean, std;
+  std::string model_path, json, logits;
+  data::ImageData data;
   int64_t batch_size = 512;
 };
 
@@ -109,14 +109,13 @@ void run_eval(const EvalCommand& o) {
   cli::check_writable({o.json, o.logits});
   auto model = models::load(o.model_path);
   const auto& config = model->config();
-  auto test_set = data::load_images("test", o.data_dir, config.image_size);
+  auto test_set = data::load_images(o.data, "test", config.image_size);
   TESSERA_CHECK(test_set.channels() == config.in_channels,
                 "model '{}' expects {} input channel(s); {} has {}", o.model_path,
                 config.in_channels, test_set.name, test_set.channels());
   TESSERA_CHECK(test_set.num_classes <= config.num_classes,
                 "model '{}' has {} outputs; {} has {} classes", o.model_path, config.num_classes,
                 test_set.name, test_set.num_classes);
-  data::normalize(test_set, o.mean, o.std);
   tessera::Timer timer;
   std::vector<torch::Tensor> logits;
   model->eval();
@@ -142,8 +141,8 @@ void run_eval(const EvalCommand& o) {
                          {{"model", o.model_path},
                           {"arch", config.to_json()},
                           {"data", test_set.name},
-                          {"mean", o.mean},
-                          {"std", o.std}},
+                          {"mean", o.data.mean},
+                          {"std", o.data.std}},
                          0);
   report.results() = {{"accuracy", result.accuracy}, {"loss", result.loss}, {"n", result.n}};
   report.write(o.json);
@@ -159,11 +158,7 @@ void register_eval_command(CLI::App& app) {
   sub->add_option("--batch-size", opt->batch_size, "evaluation batch size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cli::add_data_option(sub, opt->data_dir)
-      ->description("test set directory: Fashion-MNIST IDX files or CIFAR-10/100 binaries");
-  sub->add_option("--mean", opt->mean, "per-channel mean subtracted from [0, 1] pixels")
-      ->delimiter(',');
-  sub->add_option("--std", opt->std, "per-channel divisor applied after --mean")->delimiter(',');
+  cli::add_image_data_options(sub, opt->data);
   sub->add_option("--logits", opt->logits,
                   "also write the test set's logits [N, K] and labels [N] (safetensors)");
   cli::add_json_option(sub, opt->json);

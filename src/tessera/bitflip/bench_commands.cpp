@@ -17,9 +17,9 @@ std::string pct(double fraction) { return fmt::format("{:.2f}", 100.0 * fraction
 
 }  // namespace
 
-data::Dataset load_eval_set(const QuantizedModel& model, const std::string& dir, int64_t n) {
+data::Dataset load_eval_set(const QuantizedModel& model, const data::ImageData& source, int64_t n) {
   const auto& config = model.model->config();
-  data::Dataset test = data::load_fashion_mnist("test", dir, config.image_size);
+  data::Dataset test = data::load_images(source, "test", config.image_size);
   TESSERA_CHECK(test.channels() == config.in_channels && test.image_size() == config.image_size,
                 "the model expects {}x{}x{} inputs but the data is {}x{}x{}", config.in_channels,
                 config.image_size, config.image_size, test.channels(), test.image_size(),

@@ -14,12 +14,14 @@
 #include "tessera/core/svg.h"
 #include "tessera/core/table.h"
 #include "tessera/data/dataset.h"
+#include "tessera/data/image_folder.h"
 
 namespace tessera::bitflip {
 
-/// The first `n` Fashion-MNIST test images (0 = all) shaped for `model` (zero-padded to its
-/// input side); throws tessera::Error when its input channels or side do not fit.
-data::Dataset load_eval_set(const QuantizedModel& model, const std::string& dir, int64_t n);
+/// The first `n` test images (0 = all) of `source` (Fashion-MNIST zero-padded to the model's
+/// side, or CIFAR; normalized), shaped for `model`; throws tessera::Error when its input
+/// channels or side do not fit.
+data::Dataset load_eval_set(const QuantizedModel& model, const data::ImageData& source, int64_t n);
 
 /// RADAR golden signatures of a clean model and what they cost.
 struct ProtectResult {

@@ -46,4 +46,10 @@ void normalize(Dataset& dataset, const std::vector<double>& mean, const std::vec
   dataset.images = (dataset.images - m) / s;
 }
 
+Dataset load_images(const ImageData& source, const std::string& split, int64_t image_size) {
+  Dataset dataset = load_images(split, source.dir, image_size);
+  normalize(dataset, source.mean, source.std);
+  return dataset;
+}
+
 }  // namespace tessera::data

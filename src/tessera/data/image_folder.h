@@ -23,4 +23,12 @@ Dataset load_images(const std::string& split, const std::string& dir, int64_t im
 /// expects. Each list is empty (mean 0, std 1), one value, or one per channel; std > 0.
 void normalize(Dataset& dataset, const std::vector<double>& mean, const std::vector<double>& std);
 
+/// Where a command's images come from and how they are preprocessed: `--data`, `--mean`, `--std`.
+struct ImageData {
+  std::string dir = kFashionMnistDir;
+  std::vector<double> mean, std;
+};
+/// load_images(split, source.dir, image_size), normalized with source.mean and source.std.
+Dataset load_images(const ImageData& source, const std::string& split, int64_t image_size);
+
 }  // namespace tessera::data

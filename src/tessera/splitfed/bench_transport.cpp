@@ -2,11 +2,7 @@
 // (see bench_transport.h).
 #include "tessera/splitfed/bench_transport.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -16,36 +12,11 @@
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/timer.h"
+#include "tessera/net/process.h"
 #include "tessera/splitfed/runtime.h"
-
-extern char** environ;
 
 namespace tessera::splitfed {
 namespace {
-
-/// Starts `executable` with `args` (args[0] is its name), stdout and stderr to `log_path`.
-pid_t spawn(const std::string& executable, const std::vector<std::string>& args,
-            const std::string& log_path) {
-  std::vector<char*> argv;
-  for (const auto& s : args) argv.push_back(const_cast<char*>(s.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, executable.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  TESSERA_CHECK(rc == 0, "could not start {} (errno {})", executable, rc);
-  return pid;
-}
-
-int wait_child(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 std::string address(const TransportBenchOptions& options) {
   return fmt::format("127.0.0.1:{}", options.port);
@@ -177,16 +148,17 @@ TransportBenchResult bench_transport(const TransportBenchOptions& options) {
   result.process_threads = options.process_threads;
 
   Timer timer;
-  const pid_t server =
-      spawn(options.executable, transport_server_command(options, o), work + "/server.log");
+  const pid_t server = net::spawn_process(options.executable, transport_server_command(options, o),
+                                          work + "/server.log");
   std::vector<pid_t> clients;
   for (int64_t i = 0; i < o.n_clients; ++i) {
-    clients.push_back(spawn(options.executable, transport_client_command(options, o, i),
-                            work + "/" + o.client_id(i) + ".log"));
+    clients.push_back(net::spawn_process(options.executable,
+                                         transport_client_command(options, o, i),
+                                         work + "/" + o.client_id(i) + ".log"));
   }
   int failures = 0;
-  for (const pid_t pid : clients) failures += wait_child(pid) != 0;
-  failures += wait_child(server) != 0;
+  for (const pid_t pid : clients) failures += net::wait_process(pid) != 0;
+  failures += net::wait_process(server) != 0;
   result.grpc_seconds = timer.elapsed_s();
   TESSERA_CHECK(failures == 0, "{} child process(es) failed; see the logs in {}", failures, work);
   const nlohmann::json report = nlohmann::json::parse(read_file(work + "/server.json"));
