@@ -1,9 +1,10 @@
-// core/table: markdown rendering with aligned columns, row checks and JSON rows.
+// core/table (markdown rendering with aligned columns, row checks, JSON rows) and core/stats.
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "tessera/core/error.h"
+#include "tessera/core/stats.h"
 #include "tessera/core/table.h"
 
 namespace tessera {
@@ -56,6 +57,12 @@ TEST(Percent, FormatsAFractionWithTheGivenDecimals) {
   EXPECT_EQ(percent(1.0), "100.00");
   EXPECT_EQ(percent(0.5, 0), "50");
   EXPECT_EQ(percent(0.123456, 3), "12.346");
+}
+
+TEST(Stats, MedianOfOddEvenAndEmptyLists) {
+  EXPECT_DOUBLE_EQ(median({3.0, 1.0, 2.0}), 2.0);
+  EXPECT_DOUBLE_EQ(median({4.0, 1.0, 3.0, 2.0}), 2.5);
+  EXPECT_THROW(median({}), Error);
 }
 
 }  // namespace

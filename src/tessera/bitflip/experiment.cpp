@@ -7,19 +7,13 @@
 #include "tessera/bitflip/guard.h"
 #include "tessera/core/error.h"
 #include "tessera/core/random.h"
+#include "tessera/core/stats.h"
 #include "tessera/core/timer.h"
 #include "tessera/train/train.h"
 
 namespace tessera::bitflip {
 
 namespace {
-
-double median(std::vector<double> values) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
-}
 
 /// The RADAR part of a trial at one G (run_trial).
 RadarOutcome radar_outcome(const QuantizedModel& clean, const RadarKey& key, int64_t g_size,

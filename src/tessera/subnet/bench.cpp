@@ -13,18 +13,13 @@
 #include "tessera/core/log.h"
 #include "tessera/core/progress.h"
 #include "tessera/core/seed.h"
+#include "tessera/core/stats.h"
 #include "tessera/core/timer.h"
 #include "tessera/subnet/training.h"
 #include "tessera/train/train.h"
 
 namespace tessera::subnet {
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 train::TrainOptions base_train(const SubnetBenchOptions& o, int64_t steps, const char* label) {
   train::TrainOptions t;

@@ -14,6 +14,7 @@
 #include "tessera/core/log.h"
 #include "tessera/core/progress.h"
 #include "tessera/core/seed.h"
+#include "tessera/core/stats.h"
 #include "tessera/core/timer.h"
 #include "tessera/models/registry.h"
 #include "tessera/train/train.h"
@@ -41,12 +42,6 @@ struct Candidate {
     }
   }
 };
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
 
 /// Median latency (ms) of every candidate at each batch size, timed round-robin (one forward of
 /// each candidate per round) so that a load change on the machine hits all of them alike.
