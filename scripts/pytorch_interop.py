@@ -262,7 +262,7 @@ def main():
 # Keys that differ by design: names (script.layer1.0.conv1 vs block1.conv1.conv, the file) and
 # wall-clock timings.
 IGNORED = {"name", "layer", "model", "network", "names", "path",
-           "map s", "quantize_seconds", "map_cpu_time", "map_time", "us_per_evaluation"}
+           "map s", "quantize_seconds", "map_cpu_time", "map_time", "us_per_evaluation", "us_min"}
 
 
 def strip_names(value):
