@@ -138,8 +138,8 @@ namespace {
 // A TorchScript file: quantized to `bits`, or with the steps save_quantized stored, whose
 // integers w / step are exact (w was written as float(q * step)).
 QuantizedModel load_quantized_torchscript(const std::string& path, int bits) {
-  const nlohmann::json meta = models::torchscript_metadata(path);
-  models::Model model = models::load(path);
+  models::Model model = models::load_torchscript(path);
+  const nlohmann::json& meta = models::torchscript_metadata(model);
   if (!meta.contains(kQuantKey)) return quantize_model(model, bits);
   const nlohmann::json& q = meta.at(kQuantKey);
   TESSERA_CHECK(q.is_object() && q.contains("bits") && q.at("bits").is_number_integer() &&

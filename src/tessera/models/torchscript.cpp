@@ -207,6 +207,40 @@ class OpRecorder {
 
 thread_local OpRecorder* active_recorder = nullptr;
 
+// While alive: `recorder` sees this thread's aten ops and the module runs in eval mode; both are
+// undone on exit, also when the forward throws.
+class TraceScope {
+ public:
+  TraceScope(torch::jit::Module& module, OpRecorder& recorder)
+      : module_(module), was_training_(module.is_training()) {
+    module_.eval();
+    active_recorder = &recorder;
+    handle_ = at::addThreadLocalCallback(
+        at::RecordFunctionCallback(
+            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+              if (active_recorder != nullptr) active_recorder->start(fn);
+              return nullptr;
+            },
+            [](const at::RecordFunction&, at::ObserverContext*) {
+              if (active_recorder != nullptr) active_recorder->end();
+            })
+            .needsInputs(true)
+            .scopes({at::RecordScope::FUNCTION}));
+  }
+  ~TraceScope() {
+    at::removeCallback(handle_);
+    active_recorder = nullptr;
+    module_.train(was_training_);
+  }
+  TraceScope(const TraceScope&) = delete;
+  TraceScope& operator=(const TraceScope&) = delete;
+
+ private:
+  torch::jit::Module& module_;
+  bool was_training_;
+  at::CallbackHandle handle_;
+};
+
 // The TorchScript module as a torch::nn module: forward runs the script; the parameters are the
 // script's own tensors; describe() reports the traced workload.
 class ScriptModuleImpl : public torch::nn::Module, public DescribesWorkload {
@@ -244,31 +278,8 @@ class ScriptModuleImpl : public torch::nn::Module, public DescribesWorkload {
     torch::Tensor out;
     {
       torch::NoGradGuard no_grad;
-      const bool was_training = is_training();
-      module_.eval();
-      active_recorder = &recorder;
-      auto handle = at::addThreadLocalCallback(
-          at::RecordFunctionCallback(
-              [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
-                if (active_recorder != nullptr) active_recorder->start(fn);
-                return nullptr;
-              },
-              [](const at::RecordFunction&, at::ObserverContext*) {
-                if (active_recorder != nullptr) active_recorder->end();
-              })
-              .needsInputs(true)
-              .scopes({at::RecordScope::FUNCTION}));
-      try {
-        out = forward(torch::zeros(batch));
-      } catch (...) {
-        at::removeCallback(handle);
-        active_recorder = nullptr;
-        module_.train(was_training);
-        throw;
-      }
-      at::removeCallback(handle);
-      active_recorder = nullptr;
-      module_.train(was_training);
+      const TraceScope scope(module_, recorder);
+      out = forward(torch::zeros(batch));
     }
     TESSERA_CHECK(recorder.error().empty(), "'{}': cannot describe the traced forward: {}", path_,
                   recorder.error());
@@ -289,11 +300,12 @@ TORCH_MODULE(ScriptModule);
 
 class ImportedModelImpl : public ModelImpl {
  public:
-  ImportedModelImpl(ModelConfig config, ScriptModule script)
-      : ModelImpl(std::move(config)), script_(script) {
+  ImportedModelImpl(ModelConfig config, ScriptModule script, nlohmann::json metadata)
+      : ModelImpl(std::move(config)), script_(script), metadata_(std::move(metadata)) {
     add_unit(kScriptUnit, "script", script);
   }
   ScriptModule script_;
+  nlohmann::json metadata_;  ///< the archive's tessera.json
 };
 
 const ImportedModelImpl& imported(const Model& model) {
@@ -321,8 +333,9 @@ int64_t json_size(const nlohmann::json& json, const char* key, const std::string
   return v.get<int64_t>();
 }
 
-Model wrap(torch::jit::Module module, const std::string& path, int64_t in_channels,
-           int64_t image_size) {
+Model wrap(torch::jit::Module module, const std::string& path, const nlohmann::json& metadata) {
+  int64_t in_channels = json_size(metadata, "in_channels", path);
+  int64_t image_size = json_size(metadata, "image_size", path);
   auto script = ScriptModule(std::move(module), path);
   TESSERA_CHECK(!script->parameters().empty(), "'{}': the TorchScript module has no parameters",
                 path);
@@ -368,7 +381,8 @@ Model wrap(torch::jit::Module module, const std::string& path, int64_t in_channe
   config.in_channels = in_channels;
   config.image_size = image_size;
   config.num_classes = logits.size(1);
-  Model model(std::shared_ptr<ModelImpl>(std::make_shared<ImportedModelImpl>(config, script)));
+  Model model(
+      std::shared_ptr<ModelImpl>(std::make_shared<ImportedModelImpl>(config, script, metadata)));
   model->train();
   return model;
 }
@@ -411,15 +425,10 @@ torch::jit::Module read_archive(const std::string& path, nlohmann::json& metadat
 Model load_torchscript(const std::string& path) {
   nlohmann::json metadata;
   torch::jit::Module module = read_archive(path, metadata);
-  return wrap(std::move(module), path, json_size(metadata, "in_channels", path),
-              json_size(metadata, "image_size", path));
+  return wrap(std::move(module), path, metadata);
 }
 
-nlohmann::json torchscript_metadata(const std::string& path) {
-  nlohmann::json metadata;
-  read_archive(path, metadata);
-  return metadata;
-}
+const nlohmann::json& torchscript_metadata(const Model& model) { return imported(model).metadata_; }
 
 bool is_imported(const Model& model) {
   return dynamic_cast<const ImportedModelImpl*>(model.get()) != nullptr;
@@ -440,8 +449,10 @@ void save_torchscript(const std::string& path, const Model& model, const nlohman
 Model clone_torchscript(const Model& model) {
   const ImportedModelImpl& impl = imported(model);
   const ModelConfig& config = model->config();
-  Model copy = wrap(impl.script_->script().deepcopy(), impl.script_->path(), config.in_channels,
-                    config.image_size);
+  nlohmann::json metadata = impl.metadata_;
+  metadata["in_channels"] = config.in_channels;
+  metadata["image_size"] = config.image_size;
+  Model copy = wrap(impl.script_->script().deepcopy(), impl.script_->path(), metadata);
   copy->train(model->is_training());
   return copy;
 }

@@ -43,8 +43,9 @@ bool is_imported(const Model& model);
 void save_torchscript(const std::string& path, const Model& model,
                       const nlohmann::json& extra = nlohmann::json::object());
 
-/// The tessera.json object of a TorchScript file ({} when it has none).
-nlohmann::json torchscript_metadata(const std::string& path);
+/// The tessera.json object of the archive an imported model was loaded from ({} when it had
+/// none). Throws unless is_imported(model).
+const nlohmann::json& torchscript_metadata(const Model& model);
 
 /// A deep copy of an imported model (its own TorchScript module and tensors).
 Model clone_torchscript(const Model& model);
