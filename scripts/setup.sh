@@ -12,6 +12,7 @@ case "$action" in tour|test|build) ;; *) echo "usage: scripts/setup.sh [tour|tes
 
 packages=(
   build-essential cmake git pkg-config ccache clang-format python3
+  clang libclang-rt-14-dev                    # scripts/fuzz.sh: libFuzzer and the sanitizers
   python3-torch                               # tests: models trained in PyTorch, imported
   libtorch-dev libopenblas0-openmp            # tensors; OpenBLAS or matmul is ~15x slower
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev libssl-dev

@@ -124,6 +124,21 @@ TEST(Cli, UsageErrorsExitTwoAndBadOutputPathsAreRefusedFirst) {
   EXPECT_FALSE(tessera::file_exists(dir.file("missing/m.safetensors")));
 }
 
+TEST(Cli, SaturatingIntegerFlagsAndRepeatedOutputsAreRefused) {
+  TempDir dir;
+  // CLI11 turns 99999999999999999999 into INT64_MAX; the flag's range refuses it.
+  auto r = run("llm generate --model " + dir.file("none.safetensors") +
+                   " --prompt hi --block 99999999999999999999",
+               dir);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--block"), std::string::npos) << r.err;
+  // --json on the model's own path would replace the model after it was reported written.
+  const std::string out = dir.file("m.safetensors");
+  r = run("train --arch resnet20 --epochs 1 -o " + out + " --json " + out, dir);
+  expect_one_error_line(r, "given twice");
+  EXPECT_FALSE(tessera::file_exists(out));
+}
+
 TEST(Cli, VersionNamesTheCommit) {
   TempDir dir;
   auto r = run("--version", dir);

@@ -462,6 +462,32 @@ TEST(RealFashionMnist, TestSplitFromDebianPackage) {
   EXPECT_EQ(raw[0].sum().item<int64_t>(), 33456);
 }
 
+TEST(GzipBomb, InflatingStopsAtTheSizeTheIdxHeaderImplies) {
+  // One 28x28 image declared, 64 MiB of zeros behind it (about 64 KB compressed): the reader
+  // refuses it within a megabyte of inflation; before, it inflated everything and parse_idx
+  // then complained about the payload length.
+  TempDir dir;
+  std::string bomb = idx_bytes({1, 28, 28}, image_payload(1));
+  bomb.resize(size_t{64} << 20, '\0');
+  const std::string path = dir.file("train-images-idx3-ubyte.gz");
+  write_gzip(path, bomb);
+  std::string error;
+  try {
+    tessera::data::read_maybe_gzip(path);
+  } catch (const tessera::Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find(path), std::string::npos) << error;
+  EXPECT_NE(error.find("its header implies"), std::string::npos) << error;
+  // Not IDX at all: refused as soon as the first bytes are out.
+  write_gzip(path, std::string(1 << 20, 'x'));
+  EXPECT_THROW(tessera::data::read_maybe_gzip(path), tessera::Error);
+  // An honest file still reads, whole.
+  const std::string honest = idx_bytes({2, 28, 28}, image_payload(2));
+  write_gzip(path, honest);
+  EXPECT_EQ(tessera::data::read_maybe_gzip(path), honest);
+}
+
 TEST(RealFashionMnist, TrainSplitFromDebianPackage) {
   const std::string dir = tessera::data::kFashionMnistDir;
   if (!tessera::file_exists(dir + "/train-images-idx3-ubyte.gz") &&

@@ -134,6 +134,13 @@ TEST_F(JacobiLmTest, TrajectoryDatasetAugmentsCleansAndSerialises) {
                tessera::Error);
   EXPECT_THROW(trajectories_from_json(nlohmann::json::parse(R"([{"prompt": [1]}])")),
                tessera::Error);
+  // Ids that are not integers (a fuzzer's 9.2e19, a float) are refused, never converted.
+  for (const char* bad : {R"([{"prompt": [92233720368547758073], "states": [[1]]}])",
+                          R"([{"prompt": [1], "states": [[2.5]]}])"}) {
+    const std::string e =
+        testing::error_of([&] { trajectories_from_json(nlohmann::json::parse(bad)); });
+    EXPECT_NE(e.find("must be an integer"), std::string::npos) << e;
+  }
 }
 
 TEST_F(JacobiLmTest, DistillationLowersTheConsistencyLoss) {

@@ -4,12 +4,16 @@
 // one or a plain-text client is refused.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/timer.h"
 #include "tessera/net/transport.h"
 #include "test_support.h"
 
@@ -201,6 +205,94 @@ TEST(NetServer, RefusesEmptyTokenTable) {
   ServerOptions options;
   options.address = "127.0.0.1:0";
   EXPECT_THROW(Server(options, [](const std::string&, const Message& m) { return m; }), Error);
+}
+
+TEST(NetServer, PlainTextOnlyOnLoopbackUnlessInsecure) {
+  EXPECT_TRUE(is_loopback_address("127.0.0.1:50051"));
+  EXPECT_TRUE(is_loopback_address("localhost:1"));
+  EXPECT_TRUE(is_loopback_address("[::1]:1"));
+  EXPECT_FALSE(is_loopback_address("0.0.0.0:50051"));
+  EXPECT_FALSE(is_loopback_address("10.1.2.3:50051"));
+  EXPECT_EQ(ServerOptions().address, "127.0.0.1:50051");
+  ServerOptions options;
+  options.address = "0.0.0.0:0";
+  options.tokens = {{"alice", "secret-a"}};
+  const Handler echo = [](const std::string&, const Message& m) { return m; };
+  const std::string why = testing::error_of([&] { Server server(options, echo); });
+  EXPECT_NE(why.find("--insecure"), std::string::npos) << why;
+  options.insecure = true;
+  EXPECT_NO_THROW(Server(options, echo));
+  EXPECT_THROW(check_plaintext_allowed("192.168.0.2:1", false, false, "client"), Error);
+  EXPECT_NO_THROW(check_plaintext_allowed("192.168.0.2:1", true, false, "client"));
+}
+
+TEST_F(NetTransport, GuessingIsRateLimitedPerHost) {
+  // Burst 20, 5 per second: of 60 quick guesses most are refused before their token is read.
+  int wrong = 0, limited = 0;
+  Client guesser = make_client("alice", "guess");
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 60; ++i) {
+    try {
+      guesser.call(request(torch::ones({1, 4})));
+    } catch (const RpcError& e) {
+      (e.unauthenticated() ? wrong : limited) += 1;
+      if (!e.unauthenticated()) EXPECT_TRUE(e.transient()) << e.what();
+    }
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LE(wrong, 21 + 5 * s);
+  EXPECT_EQ(wrong + limited, 60);
+}
+
+TEST(NetServer, OneCallPerClientAndTheHandlerSeesTheCallersDeadline) {
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.tokens = {{"alice", "secret-a"}, {"bob", "secret-b"}};
+  std::atomic<int64_t> deadline_left_ms{-1};
+  std::atomic<bool> saw_cancel{false};
+  Server server(options, ContextHandler(
+                             [&](const std::string& id, const Message& m, const CallContext& call) {
+                               if (m.method == "block") {
+                                 deadline_left_ms = (call.deadline_us - now_us()) / 1000;
+                                 // Blocks until the caller gives up (at most 10 s).
+                                 for (int i = 0; i < 1000 && !call.cancelled(); ++i) {
+                                   std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                                 }
+                                 saw_cancel = call.cancelled();
+                               }
+                               return m;
+                             }));
+  auto make = [&](const std::string& id, const std::string& token, int64_t timeout_ms) {
+    ClientOptions o;
+    o.address = "127.0.0.1:" + std::to_string(server.port());
+    o.client_id = id;
+    o.token = token;
+    o.timeout_ms = timeout_ms;
+    return std::make_unique<Client>(o);
+  };
+  Message block;
+  block.method = "block";
+  std::thread caller([&] { EXPECT_THROW(make("alice", "secret-a", 1500)->call(block), RpcError); });
+  while (deadline_left_ms < 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_GT(deadline_left_ms.load(), 500);
+  EXPECT_LE(deadline_left_ms.load(), 1600);  // the caller's 1.5 s, give or take clock skew
+  // A second call from alice while the first is handled: refused as busy (transient).
+  Message quick;
+  quick.method = "quick";
+  try {
+    make("alice", "secret-a", 5000)->call(quick);
+    ADD_FAILURE() << "a second call in flight was accepted";
+  } catch (const RpcError& e) {
+    EXPECT_TRUE(e.transient()) << e.what();
+    EXPECT_NE(std::string(e.what()).find("in flight"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(make("bob", "secret-b", 5000)->call(quick));  // others are served
+  caller.join();
+  for (int i = 0; i < 500 && !saw_cancel; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(saw_cancel) << "the handler learnt that its caller had gone";
+  EXPECT_NO_THROW(make("alice", "secret-a", 5000)->call(quick));  // alice is free again
 }
 
 }  // namespace

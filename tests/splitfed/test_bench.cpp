@@ -140,11 +140,12 @@ TEST_F(BenchTest, ServeAndJoinGiveTheInProcessModelWithOneClient) {
   s.run = tiny_run();
   s.run.sfl.n_clients = 1;
   s.listen = "127.0.0.1:50791";
-  s.token = "secret";
+  s.tokens = dir.file("tokens.txt");
+  testing::write_bytes(s.tokens, "client0 secret\n");
   s.checkpoint = dir.file("server.ckpt");
   JoinOptions j;
   j.net.address = s.listen;
-  j.net.token = s.token;
+  j.token_file = s.tokens;
   j.data = s.run.data;
   j.image_size = 8;
   j.retry_s = 20;

@@ -130,7 +130,7 @@ TEST(SflLoopback, BadClientsAreRefusedAndHonestOnesFinish) {
   auto step = [](const torch::Tensor& z) {
     net::Message m;
     m.method = "step";
-    m.meta = {{"epoch", 0}, {"batch", 0}};
+    m.meta = {{"epoch", 0}, {"batch", 0}, {"session", 0}};  // refused before the session matters
     m.add("z", z);
     m.add("y", torch::zeros({z.size(0)}, torch::kInt64));
     return m;

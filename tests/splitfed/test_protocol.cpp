@@ -110,6 +110,23 @@ class RngDrawingClient : public ClientStrategy {
   }
 };
 
+TEST_F(SflProtocol, OptionsFromJsonRefuseUnknownKeysAndFractionalCounts) {
+  const SflOptions o = tiny_options(64, 3, Ordering::v2);
+  EXPECT_EQ(SflOptions::from_json(o.to_json()).to_json(), o.to_json());
+  auto misspelt = o.to_json();
+  misspelt["n_client"] = 3;
+  EXPECT_NE(
+      testing::error_of([&] { SflOptions::from_json(misspelt); }).find("unknown key 'n_client'"),
+      std::string::npos);
+  for (const char* key : {"n_clients", "epochs", "batch_size"}) {
+    auto fractional = o.to_json();
+    fractional[key] = 1.9;
+    EXPECT_NE(testing::error_of([&] { SflOptions::from_json(fractional); }).find(key),
+              std::string::npos)
+        << key;
+  }
+}
+
 TEST_F(SflProtocol, ServerDropoutDoesNotDependOnOtherDrawsFromTheGenerator) {
   // The server keeps dropout layers (cut 4 of the tiny VGG leaves it the classifier); its masks
   // must come from (seed, epoch, turn) alone, or in-process and gRPC runs differ.
@@ -216,10 +233,14 @@ TEST_F(SflProtocol, BadMessagesAreRefusedAndTheServerKeepsServing) {
   SflOptions o = tiny_options(train.size(), 2, Ordering::v2);
   o.epochs = 1;
   SplitServer server(o, {});
-  auto step = [](torch::Tensor z, torch::Tensor y, int64_t batch = 0) {
+  net::Message begin;
+  begin.method = "begin_epoch";
+  begin.meta = {{"epoch", 0}};
+  const int64_t session = server.handle("client0", begin).meta.at("session").get<int64_t>();
+  auto step = [session](torch::Tensor z, torch::Tensor y, int64_t batch = 0) {
     net::Message m;
     m.method = "step";
-    m.meta = {{"epoch", 0}, {"batch", batch}};
+    m.meta = {{"epoch", 0}, {"batch", batch}, {"session", session}};
     m.tensors = {{"z", z}, {"y", y}};
     return m;
   };
@@ -244,7 +265,7 @@ TEST_F(SflProtocol, BadMessagesAreRefusedAndTheServerKeepsServing) {
   EXPECT_THROW(server.handle("client0", unknown), Error);
   net::Message bad_state;
   bad_state.method = "end_epoch";
-  bad_state.meta = {{"epoch", 0}};
+  bad_state.meta = {{"epoch", 0}, {"session", session}};
   bad_state.tensors = {{"conv1.conv.weight", torch::zeros({1})}};
   EXPECT_THROW(server.handle("client0", bad_state), Error);
   // Nothing was trained on the refused messages, and a normal run still completes.

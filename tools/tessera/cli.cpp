@@ -3,7 +3,11 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "tessera/core/error.h"
 #include "tessera/data/dataset.h"
@@ -34,8 +38,12 @@ std::string default_output(const std::string& name) {
 }
 
 void check_writable(const std::vector<std::string>& paths) {
+  std::set<std::string> seen;
   for (const auto& path : paths) {
     if (path.empty()) continue;
+    // Two outputs on one path: the second would replace the first after it was reported.
+    TESSERA_CHECK(seen.insert(std::filesystem::absolute(path).lexically_normal().string()).second,
+                  "output '{}' is given twice", path);
     const auto parent = std::filesystem::path(path).parent_path();
     const std::string dir = parent.empty() ? "." : parent.string();
     if (dir == kDefaultOutputDir) std::filesystem::create_directories(dir);  // made on first use
@@ -44,6 +52,14 @@ void check_writable(const std::vector<std::string>& paths) {
     TESSERA_CHECK(::access(dir.c_str(), W_OK) == 0, "output '{}': directory '{}' is not writable",
                   path, dir);
     TESSERA_CHECK(!std::filesystem::is_directory(path), "output '{}' is a directory", path);
+    // access() says yes to root everywhere; only creating a file shows that the atomic write
+    // (a temporary file in `dir`, then a rename) will work, e.g. on a read-only mount.
+    std::string probe = dir + "/.tessera-probe-XXXXXX";
+    const int fd = ::mkstemp(probe.data());
+    TESSERA_CHECK(fd >= 0, "output '{}': cannot create a file in directory '{}': {}", path, dir,
+                  std::strerror(errno));
+    ::close(fd);
+    ::unlink(probe.c_str());
   }
 }
 

@@ -151,8 +151,6 @@ void add_task_flags(CLI::App* cmd, DataOptions& d, std::vector<int64_t>& classes
   cmd->add_option("--cifar-dir", d.cifar_dir, "CIFAR binary files");
 }
 
-// ---------------------------------------------------------------------------------------------
-
 void register_train(CLI::App* sfl) {
   auto c = std::make_shared<Command<TrainSflOptions>>();
   c->out = cli::default_output("sfl_run.safetensors");
@@ -177,11 +175,15 @@ void register_server(CLI::App* sfl) {
   o.checkpoint = cli::default_output("sfl_server.ckpt");
   auto* cmd = sfl->add_subcommand("server", "gRPC SFL server; clients join with `sfl client`");
   add_run_flags(cmd, o.run);
-  opt(cmd, "--listen", o.listen, "host:port to listen on");
-  cmd->add_option("--tokens", o.tokens, "file of 'client_id token' lines (per-client secrets)");
-  cmd->add_option("--token", o.token, "one secret for every client id (when no --tokens)");
+  opt(cmd, "--listen", o.listen, "host:port (not loopback: needs --tls-cert or --insecure)");
+  cmd->add_option("--tokens", o.tokens, "'client_id token' lines, a token per client")->required();
+  cmd->add_flag("--insecure", o.insecure, "allow plain text on a non-loopback address");
   opt(cmd, "--max-message-mb", o.max_message_mb, "largest message accepted or sent, MiB");
   opt(cmd, "--step-timeout", o.step_timeout_s, "seconds a client may take for its turn");
+  opt(cmd, "--join-timeout", o.join_timeout_s, "seconds a client not yet heard from is waited");
+  choice(cmd, "--aggregation", o.aggregation, parse_aggregation, aggregation_name, "averaging");
+  opt(cmd, "--clip", o.clip_factor, "mean: update norm bound, x the median norm (0 = off)");
+  opt(cmd, "--max-activation", o.max_activation, "bound on |smashed data| of a step");
   opt(cmd, "--checkpoint", o.checkpoint, "atomic checkpoint after every epoch ('' = none)");
   cmd->add_flag("--resume", o.resume, "continue from --checkpoint if it exists");
   opt(cmd, "-o,--out", c->out, "saved run at the end");
@@ -202,7 +204,10 @@ void register_client(CLI::App* sfl) {
   auto* cmd = sfl->add_subcommand("client", "one SFL client process; the server sends the rest");
   cmd->add_option("--server", o->net.address, "server host:port")->required();
   opt(cmd, "--id", o->net.client_id, "client id (client0 .. client<K-1>)");
-  cmd->add_option("--token", o->net.token, "this client's secret token")->required();
+  cmd->add_option("--token-file", o->token_file, "its token, or 'client_id token' lines");
+  cmd->add_option("--token", o->net.token, "its token (visible in ps; prefer --token-file)");
+  cmd->add_flag("--insecure", o->insecure, "allow plain text to a non-loopback server");
+  opt(cmd, "--poison", o->poison, "test attacker: z,state scales")->delimiter(',');
   opt(cmd, "--image-size", o->image_size, "input side (must match the server's)");
   opt(cmd, "--timeout", o->timeout_s, "seconds one call may take (turns included)");
   opt(cmd, "--retry", o->retry_s, "seconds to keep retrying an unreachable server");
@@ -214,8 +219,9 @@ void register_client(CLI::App* sfl) {
   cli::add_data_option(cmd, o->data.dir);
   cmd->callback([o] {
     const ClientReport r = join(*o);
-    std::cout << fmt::format("{}: {} epochs active, {} skipped, {} steps\n", o->net.client_id,
-                             r.epochs_active, r.epochs_skipped, r.steps);
+    std::cout << fmt::format("{}: {} epochs active, {} skipped, {} refused, {} steps\n",
+                             o->net.client_id, r.epochs_active, r.epochs_skipped, r.epochs_refused,
+                             r.steps);
   });
 }
 
@@ -268,8 +274,7 @@ void register_bench_transport(CLI::App* sfl) {
   auto c = std::make_shared<Command<TransportBenchOptions>>();
   auto& t = c->options;
   t.work_dir = cli::default_output("sfl_bench_transport");
-  auto* cmd = sfl->add_subcommand("bench-transport",
-                                  "in-process vs gRPC loopback (1 server + K client processes)");
+  auto* cmd = sfl->add_subcommand("bench-transport", "in-process vs gRPC loopback processes");
   add_run_flags(cmd, t.run);
   opt(cmd, "--port", t.port, "loopback port");
   opt(cmd, "--process-threads", t.process_threads, "LibTorch threads per process (0 = per core)");
@@ -331,8 +336,7 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   add_run_flags(cmd, b.run);
   add_mi_attack_flags(cmd, b.attack);
   choice(cmd, "--dataset", b.tasks, parse_mi_task_pair, mi_task_pair_name, "fmnist or cifar");
-  choice(cmd, "--source-classes", b.source_classes, parse_classes, classes_name,
-         "the expert's classes");
+  choice(cmd, "--source-classes", b.source_classes, parse_classes, classes_name, "expert classes");
   choice(cmd, "--target-classes", b.target_classes, parse_classes, classes_name,
          "the target task's (disjoint)");
   cmd->add_option("--cifar10-dir", b.cifar10_dir, "CIFAR-10 binary files (--dataset cifar)");
@@ -341,8 +345,7 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   opt(cmd, "--defense-bottleneck", b.bottleneck, "bottleneck of bottleneck/attacker_aware/ressfl");
   opt(cmd, "--lambda", b.lambda, "hinge weight");
   opt(cmd, "--tau", b.tau, "SSIM threshold");
-  choice(cmd, "--expert-decoder", b.expert_decoder, parse_decoder, decoder_name,
-         "expert's attacker");
+  choice(cmd, "--expert-decoder", b.expert_decoder, parse_decoder, decoder_name, "expert attacker");
   choice(cmd, "--transfer-decoder", b.transfer_decoder, parse_decoder, decoder_name,
          "light decoder");
   cmd->add_flag("--hinge-every-batch", b.hinge_every_batch, "SSIM hinge on every batch");

@@ -4,9 +4,12 @@
 #include <nlohmann/json.hpp>
 
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
+#include "tessera/core/limits.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/models/model_io.h"
 #include "tessera/models/registry.h"
+#include "tessera/models/tensor_checks.h"
 #include "tessera/models/torchscript.h"
 
 namespace tessera::bitflip {
@@ -188,24 +191,37 @@ QuantizedModel load_quantized(const std::string& path, int bits) {
   auto arch = file.metadata.find(models::kArchKey);
   TESSERA_CHECK(arch != file.metadata.end(), "quantized model file '{}' has no '{}' metadata", path,
                 models::kArchKey);
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(quant_meta->second);
-  } catch (const nlohmann::json::exception& e) {
-    TESSERA_CHECK(false, "quantized model file '{}': bad '{}' metadata: {}", path, kQuantKey,
-                  e.what());
-  }
-  TESSERA_CHECK(meta.is_object() && meta.value("format", 0) == 1 && meta.contains("layers") &&
-                    meta["layers"].is_array() && meta.contains("bits"),
-                "quantized model file '{}': unsupported '{}' metadata", path, kQuantKey);
+  const std::string what = fmt::format("quantized model file '{}'", path);
+  nlohmann::json meta =
+      parse_json(quant_meta->second, fmt::format("{}: '{}' metadata", what, kQuantKey));
+  TESSERA_CHECK(meta.is_object() && meta.contains("format") && meta["format"].is_number_integer() &&
+                    meta["format"] == 1 && meta.contains("layers") && meta["layers"].is_array() &&
+                    meta.contains("bits"),
+                "{}: unsupported '{}' metadata", what, kQuantKey);
   QuantizedModel qm;
-  qm.bits = meta["bits"].get<int>();
-  TESSERA_CHECK(qm.bits >= 2 && qm.bits <= 16, "quantized model file '{}': bits {} not in [2, 16]",
-                path, qm.bits);
-  qm.model = models::create(models::ModelConfig::from_json(nlohmann::json::parse(arch->second)));
+  qm.bits = static_cast<int>(json_integer(meta["bits"], what + ": bits", 2, 16));
+  const auto config = models::ModelConfig::from_json(
+      parse_json(arch->second, fmt::format("{}: '{}' metadata", what, models::kArchKey)));
+  uint64_t file_bytes = 0;
+  for (const auto& [name, tensor] : file.tensors) {
+    models::check_tensor_values(path, name, tensor);
+    file_bytes += tensor.nbytes();
+  }
+  {
+    // As in models::load: the file's tensors bound what the architecture may allocate.
+    AllocationBudget budget(4 * file_bytes + kBuildSlackBytes, what);
+    qm.model = models::create(config);
+  }
   std::map<std::string, double> steps;
   for (const auto& layer : meta["layers"]) {
-    steps[layer.at("name").get<std::string>()] = layer.at("step").get<double>();
+    TESSERA_CHECK(layer.is_object() && layer.contains("name") && layer["name"].is_string() &&
+                      layer.contains("step") && layer["step"].is_number(),
+                  "{}: layer entry {} needs a string 'name' and a number 'step'", what,
+                  json_excerpt(layer));
+    const auto inserted =
+        steps.emplace(layer["name"].get<std::string>(), layer["step"].get<double>()).second;
+    TESSERA_CHECK(inserted, "{}: layer '{}' is listed twice", what,
+                  layer["name"].get<std::string>());
   }
   const int32_t lowest = -(int32_t{1} << (qm.bits - 1));
   const int32_t highest = (int32_t{1} << (qm.bits - 1)) - 1;
@@ -247,6 +263,9 @@ QuantizedModel load_quantized(const std::string& path, int bits) {
   TESSERA_CHECK(qm.weights.size() == steps.size(),
                 "quantized model file '{}' lists {} quantized layers but the model has {} of them",
                 path, steps.size(), qm.weights.size());
+  TESSERA_CHECK(file.tensors.size() == module_state(*qm.model).size(),
+                "{}: holds {} tensors but the model has {} (extra entries)", what,
+                file.tensors.size(), module_state(*qm.model).size());
   qm.sync();
   qm.model->eval();
   return qm;

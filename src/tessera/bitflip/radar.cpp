@@ -19,6 +19,7 @@
 #include "tessera/bitflip/deployed.h"
 #include "tessera/bitflip/fused_check.h"
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
 #include "tessera/core/random.h"
 #include "tessera/core/safetensors.h"
 
@@ -724,12 +725,7 @@ GoldenSignatures GoldenSignatures::load(const std::string& path, const RadarKey&
   TESSERA_CHECK(header_it != file.metadata.end() && tag_it != file.metadata.end(),
                 "'{}' is not a RADAR signature file (no '{}' metadata)", path, kHeaderKey);
   const std::string& header = header_it->second;
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(header);
-  } catch (const nlohmann::json::exception& e) {
-    TESSERA_CHECK(false, "signature file '{}': unreadable header: {}", path, e.what());
-  }
+  nlohmann::json json = parse_json(header, fmt::format("signature file '{}': header", path));
   TESSERA_CHECK(json.is_object() && json.contains("key_id") && json["key_id"].is_string() &&
                     json.contains("layers") && json["layers"].is_array(),
                 "signature file '{}': malformed header", path);

@@ -40,7 +40,10 @@ nlohmann::json Report::to_json() const {
 
 void Report::write(const std::string& path) const {
   if (path.empty()) return;
-  write_file_atomic(path, to_json().dump(2) + "\n");
+  // A prompt or generated text need not be valid UTF-8: invalid bytes become U+FFFD instead of
+  // making dump() throw after the command's output was printed.
+  write_file_atomic(path,
+                    to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 }  // namespace tessera

@@ -10,9 +10,13 @@
 #include <fstream>
 #include <limits>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
+#include "tessera/core/limits.h"
 
 namespace tessera::safetensors {
 
@@ -21,7 +25,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assume
 
 namespace {
 
-using OrderedJson = nlohmann::ordered_json;
+using Json = nlohmann::json;
+using OrderedJson = nlohmann::ordered_json;  // writing keeps the caller's order
 
 struct DtypeInfo {
   const char* name;
@@ -97,41 +102,27 @@ uint64_t check_header_length(uint64_t n, uint64_t file_size) {
   return n;
 }
 
-/// Parses the JSON text, rejecting duplicate keys in any object (nlohmann would keep only one).
-OrderedJson parse_json_no_duplicates(std::string_view text) {
-  std::vector<std::set<std::string>> keys_per_object;
-  std::string duplicate;
-  const OrderedJson::parser_callback_t callback =
-      [&](int /*depth*/, OrderedJson::parse_event_t event, OrderedJson& parsed) {
-        switch (event) {
-          case OrderedJson::parse_event_t::object_start:
-            keys_per_object.emplace_back();
-            break;
-          case OrderedJson::parse_event_t::object_end:
-            if (!keys_per_object.empty()) keys_per_object.pop_back();
-            break;
-          case OrderedJson::parse_event_t::key:
-            if (!keys_per_object.empty() && duplicate.empty() &&
-                !keys_per_object.back().insert(parsed.get<std::string>()).second) {
-              duplicate = parsed.get<std::string>();
-            }
-            break;
-          default:
-            break;
-        }
-        return true;
-      };
-  OrderedJson json;
-  try {
-    json = OrderedJson::parse(text.begin(), text.end(), callback);
-  } catch (const nlohmann::json::exception& e) {
-    TESSERA_CHECK(false, "safetensors: header is not valid JSON: {}", e.what());
-  }
-  TESSERA_CHECK(duplicate.empty(), "safetensors: duplicate key '{}' in the header", duplicate);
-  return json;
+/// The parsed header and its top-level keys in file order (the header is a std::map-backed json,
+/// whose order is by name).
+struct ParsedHeader {
+  Json json;
+  std::unordered_map<std::string, size_t> key_order;
+};
+
+/// Parses the header with core/json's bounds (depth, repeated keys) and at most kMaxTensors
+/// top-level entries, counted as the parser meets them.
+ParsedHeader parse_header_json(std::string_view text) {
+  ParsedHeader header;
+  header.json = parse_json(text, "safetensors: header", [&](int depth, const std::string& key) {
+    if (depth != 1) return;
+    TESSERA_CHECK(header.key_order.size() < kMaxTensors,
+                  "safetensors: header declares more than {} tensors", kMaxTensors);
+    header.key_order.emplace(key, header.key_order.size());
+  });
+  return header;
 }
 
-std::map<std::string, std::string> parse_metadata(const OrderedJson& json) {
+std::map<std::string, std::string> parse_metadata(const Json& json) {
   TESSERA_CHECK(json.is_object(), "safetensors: __metadata__ must be an object, got {}",
                 json.type_name());
   std::map<std::string, std::string> metadata;
@@ -144,7 +135,7 @@ std::map<std::string, std::string> parse_metadata(const OrderedJson& json) {
   return metadata;
 }
 
-Entry parse_entry(const std::string& name, const OrderedJson& json) {
+Entry parse_entry(const std::string& name, const Json& json) {
   TESSERA_CHECK(json.is_object(), "safetensors: entry for tensor '{}' must be an object, got {}",
                 name, json.type_name());
   for (const auto& [key, value] : json.items()) {
@@ -174,16 +165,17 @@ Entry parse_entry(const std::string& name, const OrderedJson& json) {
   uint64_t bound = n_bytes;
   for (const auto& dim : shape) {
     TESSERA_CHECK(dim.is_number_integer(),
-                  "safetensors: shape of tensor '{}' must hold integers, got {}", name, dim.dump());
+                  "safetensors: shape of tensor '{}' must hold integers, got {}", name,
+                  json_excerpt(dim));
     TESSERA_CHECK(
         dim.is_number_unsigned() &&
             dim.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
-        "safetensors: tensor '{}' has invalid dimension {}", name, dim.dump());
+        "safetensors: tensor '{}' has invalid dimension {}", name, json_excerpt(dim));
     const uint64_t d = dim.get<uint64_t>();
     TESSERA_CHECK(!__builtin_mul_overflow(n_bytes, d, &n_bytes) &&
                       !__builtin_mul_overflow(bound, std::max<uint64_t>(d, 1), &bound) &&
                       bound <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
-                  "safetensors: shape {} of tensor '{}' is too large", shape.dump(), name);
+                  "safetensors: shape {} of tensor '{}' is too large", json_excerpt(shape), name);
     entry.shape.push_back(static_cast<int64_t>(d));
   }
 
@@ -192,7 +184,7 @@ Entry parse_entry(const std::string& name, const OrderedJson& json) {
       offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
           offsets[1].is_number_unsigned(),
       "safetensors: data_offsets of tensor '{}' must be two non-negative integers, got {}", name,
-      offsets.dump());
+      json_excerpt(offsets));
   entry.begin = offsets[0].get<uint64_t>();
   entry.end = offsets[1].get<uint64_t>();
   TESSERA_CHECK(entry.begin <= entry.end,
@@ -200,18 +192,19 @@ Entry parse_entry(const std::string& name, const OrderedJson& json) {
                 entry.begin, entry.end);
   TESSERA_CHECK(entry.end - entry.begin == n_bytes,
                 "safetensors: tensor '{}' ({} {}) needs {} bytes but data_offsets [{}, {}] hold {}",
-                name, entry.dtype->name, shape.dump(), n_bytes, entry.begin, entry.end,
+                name, entry.dtype->name, json_excerpt(shape), n_bytes, entry.begin, entry.end,
                 entry.end - entry.begin);
   return entry;
 }
 
 /// Validates the JSON header against a data section of `data_size` bytes.
 Header parse_header(std::string_view text, uint64_t data_size) {
-  const OrderedJson json = parse_json_no_duplicates(text);
+  const ParsedHeader parsed = parse_header_json(text);
+  const Json& json = parsed.json;
   TESSERA_CHECK(json.is_object(), "safetensors: header must be a JSON object, got {}",
                 json.type_name());
   Header header;
-  size_t index = 0;
+  header.entries.reserve(json.size());
   for (const auto& [name, value] : json.items()) {
     if (name == "__metadata__") {
       header.metadata = parse_metadata(value);
@@ -222,7 +215,7 @@ Header parse_header(std::string_view text, uint64_t data_size) {
                   "safetensors: tensor '{}' data_offsets [{}, {}] run past the data section ({} "
                   "bytes)",
                   name, entry.begin, entry.end, data_size);
-    entry.header_index = index++;
+    entry.header_index = parsed.key_order.at(name);
     header.entries.push_back(std::move(entry));
   }
   std::sort(header.entries.begin(), header.entries.end(), [](const Entry& a, const Entry& b) {
@@ -289,8 +282,10 @@ std::string serialize(const File& file) {
     for (const auto& [key, value] : file.metadata) metadata[key] = value;
     header["__metadata__"] = std::move(metadata);
   }
+  TESSERA_CHECK(file.tensors.size() <= kMaxTensors,
+                "safetensors: {} tensors exceed the limit of {}", file.tensors.size(), kMaxTensors);
   std::vector<torch::Tensor> contiguous;
-  std::set<std::string> names;
+  std::unordered_set<std::string> names;
   uint64_t offset = 0;
   for (const auto& [name, tensor] : file.tensors) {
     TESSERA_CHECK(name != "__metadata__", "safetensors: '__metadata__' cannot name a tensor");
@@ -303,9 +298,12 @@ std::string serialize(const File& file) {
                   name, c10::toString(tensor.scalar_type()), known_dtypes());
     torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
     const uint64_t n_bytes = static_cast<uint64_t>(t.numel()) * static_cast<uint64_t>(dtype->size);
-    header[name] = {{"dtype", dtype->name},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + n_bytes}}};
+    // Names are unique (checked above), so append without ordered_map's linear key search.
+    auto& entries = header.get_ref<OrderedJson::object_t&>();
+    entries.OrderedJson::object_t::Container::emplace_back(
+        name, OrderedJson{{"dtype", dtype->name},
+                          {"shape", t.sizes().vec()},
+                          {"data_offsets", {offset, offset + n_bytes}}});
     offset += n_bytes;
     contiguous.push_back(std::move(t));
   }

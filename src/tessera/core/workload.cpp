@@ -7,6 +7,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 
 namespace tessera::workload {
 
@@ -326,13 +327,7 @@ Workload Workload::from_json(const nlohmann::json& json) {
 Workload load(const std::string& path) {
   const std::string text = read_file(path);
   try {
-    nlohmann::json json;
-    try {
-      json = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      TESSERA_CHECK(false, "invalid JSON: {}", e.what());
-    }
-    return Workload::from_json(json);
+    return Workload::from_json(parse_json(text, "workload"));
   } catch (const Error& e) {
     throw Error(fmt::format("'{}': {}", path, e.what()));
   }

@@ -6,6 +6,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 
 namespace tessera::fpga {
 
@@ -277,12 +278,7 @@ AcceleratorSpec AcceleratorSpec::from_json(const nlohmann::json& json) {
 
 AcceleratorSpec load_spec(const std::string& path) {
   const std::string text = read_file(path);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    TESSERA_CHECK(false, "fpga spec '{}': not valid JSON: {}", path, e.what());
-  }
+  const nlohmann::json json = parse_json(text, fmt::format("fpga spec '{}'", path));
   return AcceleratorSpec::from_json(json);
 }
 

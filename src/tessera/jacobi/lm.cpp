@@ -8,6 +8,7 @@
 #include <random>
 
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
 #include "tessera/core/progress.h"
 #include "tessera/core/random.h"
 #include "tessera/core/timer.h"
@@ -264,14 +265,21 @@ nlohmann::json trajectories_to_json(const std::vector<JacobiTrajectory>& data) {
   return out;
 }
 
+// Larger than any vocabulary: the model's own range check names a bad id later.
+constexpr int64_t kMaxTokenId = int64_t{1} << 40;
+
 std::vector<JacobiTrajectory> trajectories_from_json(const nlohmann::json& json) {
   TESSERA_CHECK(json.is_array(), "trajectories: expected a JSON array");
   std::vector<JacobiTrajectory> out;
   try {
     for (const auto& e : json) {
       JacobiTrajectory t;
-      t.prompt = e.at("prompt").get<std::vector<int64_t>>();
-      t.states = e.at("states").get<std::vector<std::vector<int64_t>>>();
+      const std::string what = fmt::format("trajectories: entry {}", out.size());
+      t.prompt = json_integer_array(e.at("prompt"), what + " prompt", 0, kMaxTokenId);
+      TESSERA_CHECK(e.at("states").is_array(), "{}: states must be an array", what);
+      for (const auto& state : e.at("states")) {
+        t.states.push_back(json_integer_array(state, what + " state", 0, kMaxTokenId));
+      }
       TESSERA_CHECK(!t.prompt.empty() && !t.states.empty(),
                     "trajectories: entry {} has an empty prompt or no states", out.size());
       for (const auto& s : t.states) {

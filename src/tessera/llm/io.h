@@ -3,6 +3,7 @@
 // "tessera.tokenizer", so `--model m.safetensors` rebuilds model and tokenizer without flags.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "tessera/llm/llama.h"
@@ -21,7 +22,13 @@ void save_llm(const std::string& path, const Llama& model, const Tokenizer& toke
 /// no unknown tensor is present; throws tessera::Error naming the problem.
 LlmBundle load_llm(const std::string& path);
 
-/// Copies `value` (any float dtype, converted) into `target` after checking the shape.
+/// Copies `value` (any float dtype, converted) into `target` after checking the shape; a NaN or
+/// Inf in the converted weight is a tessera::Error naming `name`.
 void assign_weight(torch::Tensor& target, const torch::Tensor& value, const std::string& name);
+
+/// Builds `config` for a loader whose tensors take `source_bytes` in the file: throws
+/// tessera::Error naming `what` when the architecture exceeds the parameter budget
+/// (core/limits.h max_parameters()) or would allocate more than the source bytes justify.
+Llama build_llama(const LlamaConfig& config, uint64_t source_bytes, const std::string& what);
 
 }  // namespace tessera::llm

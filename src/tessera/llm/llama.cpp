@@ -15,6 +15,7 @@
 #endif
 
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
 #include "tessera/core/timer.h"
 #include "tessera/llm/kernels.h"
 
@@ -65,26 +66,30 @@ nlohmann::json LlamaConfig::to_json() const {
 }
 
 LlamaConfig LlamaConfig::from_json(const nlohmann::json& json) {
-  TESSERA_CHECK(json.is_object(), "llama config must be a JSON object, got {}", json.dump());
+  TESSERA_CHECK(json.is_object(), "llama config must be a JSON object, got {}", json_excerpt(json));
+  // Sizes must be JSON integers: get<int64_t>() would truncate 2.5 to 2.
+  const auto integer = [](const nlohmann::json& value, const std::string& key) {
+    return json_integer(value, "llama config '" + key + "'", 0, int64_t{1} << 40);
+  };
   LlamaConfig c;
   for (const auto& [key, value] : json.items()) {
     try {
       if (key == "vocab_size")
-        c.vocab_size = value.get<int64_t>();
+        c.vocab_size = integer(value, key);
       else if (key == "dim")
-        c.dim = value.get<int64_t>();
+        c.dim = integer(value, key);
       else if (key == "n_layers")
-        c.n_layers = value.get<int64_t>();
+        c.n_layers = integer(value, key);
       else if (key == "n_heads")
-        c.n_heads = value.get<int64_t>();
+        c.n_heads = integer(value, key);
       else if (key == "n_kv_heads")
-        c.n_kv_heads = value.get<int64_t>();
+        c.n_kv_heads = integer(value, key);
       else if (key == "head_dim")
-        c.head_dim = value.get<int64_t>();
+        c.head_dim = integer(value, key);
       else if (key == "hidden_dim")
-        c.hidden_dim = value.get<int64_t>();
+        c.hidden_dim = integer(value, key);
       else if (key == "max_seq_len")
-        c.max_seq_len = value.get<int64_t>();
+        c.max_seq_len = integer(value, key);
       else if (key == "rms_eps")
         c.rms_eps = value.get<double>();
       else if (key == "rope_theta")
@@ -100,7 +105,7 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json) {
       else
         TESSERA_CHECK(false, "llama config: unknown key '{}'", key);
     } catch (const nlohmann::json::exception& e) {
-      TESSERA_CHECK(false, "llama config: bad value for '{}': {}", key, value.dump());
+      TESSERA_CHECK(false, "llama config: bad value for '{}': {}", key, json_excerpt(value));
     }
   }
   c.validate();
@@ -266,6 +271,13 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens) {
   auto mask = torch::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
 
+  if (tokens.numel() > 0) {
+    // torch::embedding would say only "index out of range in self".
+    const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
+    TESSERA_CHECK(low >= 0 && high < c.vocab_size,
+                  "llama forward: token id {} is outside the vocabulary [0, {})",
+                  low < 0 ? low : high, c.vocab_size);
+  }
   auto x = torch::embedding(tok_embeddings_, tokens.to(torch::kInt64));
   for (const auto& w : layers_) {
     auto h = rms_norm(x, w.attn_norm, c.rms_eps);

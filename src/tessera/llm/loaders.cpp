@@ -13,6 +13,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/llm/io.h"
 #include "tessera/llm/tokenizer.h"
@@ -279,28 +280,35 @@ std::string VocabTokenizer::decode(const std::vector<int64_t>& ids) const {
 Llama load_hf_dir(const std::string& dir, int64_t max_context) {
   namespace fsys = std::filesystem;
   const std::string config_path = dir + "/config.json";
-  nlohmann::json cfg = nlohmann::json::parse(read_file(config_path), nullptr, false);
+  nlohmann::json cfg = parse_json(read_file(config_path), config_path);
   TESSERA_CHECK(cfg.is_object(), "{}: not a JSON object", config_path);
   LlamaConfig c;
   try {
-    c.dim = cfg.at("hidden_size").get<int64_t>();
-    c.hidden_dim = cfg.at("intermediate_size").get<int64_t>();
-    c.n_layers = cfg.at("num_hidden_layers").get<int64_t>();
-    c.n_heads = cfg.at("num_attention_heads").get<int64_t>();
-    c.n_kv_heads = cfg.value("num_key_value_heads", c.n_heads);
-    c.head_dim =
-        cfg.contains("head_dim") && !cfg["head_dim"].is_null() ? cfg["head_dim"].get<int64_t>() : 0;
-    c.vocab_size = cfg.at("vocab_size").get<int64_t>();
+    // Sizes must be JSON integers in range: get<int64_t>() of 1e30 is undefined behaviour.
+    const auto size = [&](const char* key) {
+      return json_integer(cfg.at(key), config_path + " '" + key + "'", 0, int64_t{1} << 40);
+    };
+    const auto optional_size = [&](const char* key, int64_t fallback) {
+      return cfg.contains(key) && !cfg[key].is_null() ? size(key) : fallback;
+    };
+    c.dim = size("hidden_size");
+    c.hidden_dim = size("intermediate_size");
+    c.n_layers = size("num_hidden_layers");
+    c.n_heads = size("num_attention_heads");
+    c.n_kv_heads = optional_size("num_key_value_heads", c.n_heads);
+    c.head_dim = optional_size("head_dim", 0);
+    c.vocab_size = size("vocab_size");
     c.rms_eps = cfg.value("rms_norm_eps", 1e-6);
     c.rope_theta = cfg.value("rope_theta", 10000.0);
     c.tie_embeddings = cfg.value("tie_word_embeddings", false);
     c.max_seq_len =
-        std::min<int64_t>(cfg.value("max_position_embeddings", max_context), max_context);
+        std::min<int64_t>(optional_size("max_position_embeddings", max_context), max_context);
     const std::string type = cfg.value("model_type", "llama");
     c.qkv_bias = cfg.value("attention_bias", type == "qwen2");
     c.qk_norm = type == "qwen3";
     TESSERA_CHECK(!cfg.contains("rope_scaling") || cfg["rope_scaling"].is_null(),
-                  "{}: rope_scaling {} is not supported", config_path, cfg["rope_scaling"].dump());
+                  "{}: rope_scaling {} is not supported", config_path,
+                  json_excerpt(cfg["rope_scaling"]));
   } catch (const nlohmann::json::exception& e) {
     TESSERA_CHECK(false, "{}: missing or bad key: {}", config_path, e.what());
   }
@@ -315,7 +323,7 @@ Llama load_hf_dir(const std::string& dir, int64_t max_context) {
       where[name] = "model.safetensors";
   } else {
     const std::string index_path = dir + "/model.safetensors.index.json";
-    auto index = nlohmann::json::parse(read_file(index_path), nullptr, false);
+    auto index = parse_json(read_file(index_path), index_path);
     TESSERA_CHECK(
         index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
         "{}: no weight_map", index_path);
@@ -328,7 +336,11 @@ Llama load_hf_dir(const std::string& dir, int64_t max_context) {
       if (!shards.count(f)) shards[f] = safetensors::load(dir + "/" + f);
     }
   }
-  Llama model(c);
+  uint64_t source_bytes = 0;
+  for (const auto& [name, shard] : shards) {
+    for (const auto& entry : shard.tensors) source_bytes += entry.second.nbytes();
+  }
+  Llama model = build_llama(c, source_bytes, dir);
   auto hf_name = [](const std::string& name) {
     auto [layer, suffix] = split_name(name);
     if (layer < 0) {
@@ -369,7 +381,7 @@ Llama load_hf_dir(const std::string& dir, int64_t max_context) {
 }
 
 VocabTokenizer load_tokenizer_json(const std::string& path) {
-  auto j = nlohmann::json::parse(read_file(path), nullptr, false);
+  auto j = parse_json(read_file(path), path);
   TESSERA_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(),
                 "{}: not a tokenizer.json (no model object)", path);
   const auto& m = j["model"];
@@ -377,9 +389,13 @@ VocabTokenizer load_tokenizer_json(const std::string& path) {
                 m.value("type", ""));
   std::vector<std::string> pieces;
   try {
+    // Ids index a dense table: bounding them by the entry count keeps a small file from
+    // resizing it to millions of pieces.
+    const int64_t n_entries = static_cast<int64_t>(
+        m.at("vocab").size() + (j.contains("added_tokens") ? j["added_tokens"].size() : 0));
     for (const auto& [piece, id] : m.at("vocab").items()) {
-      const int64_t i = id.get<int64_t>();
-      TESSERA_CHECK(i >= 0 && i < 10'000'000, "{}: vocab id {} out of range", path, i);
+      const int64_t i =
+          json_integer(id, path + ": vocab id of '" + piece.substr(0, 64) + "'", 0, n_entries - 1);
       if (static_cast<int64_t>(pieces.size()) <= i) pieces.resize(i + 1);
       pieces[i] = piece;
     }
@@ -392,9 +408,8 @@ VocabTokenizer load_tokenizer_json(const std::string& path) {
     int64_t bos = -1, eos = -1;
     if (j.contains("added_tokens")) {
       for (const auto& t : j["added_tokens"]) {
-        const int64_t id = t.at("id").get<int64_t>();
+        const int64_t id = json_integer(t.at("id"), path + ": added token id", 0, n_entries - 1);
         const std::string content = t.at("content").get<std::string>();
-        TESSERA_CHECK(id >= 0 && id < 10'000'000, "{}: added token id {} out of range", path, id);
         if (static_cast<int64_t>(pieces.size()) <= id) pieces.resize(id + 1);
         pieces[id] = content;
         if (content == "<s>" || content == "<|begin_of_text|>") bos = id;
@@ -497,7 +512,7 @@ Llama load_llama2c(const std::string& path, int64_t max_context) {
   TESSERA_CHECK(r.pos() == bytes.size(),
                 "{}: {} trailing bytes after the weights (header disagrees with the file)", path,
                 bytes.size() - r.pos());
-  Llama model(c);
+  Llama model = build_llama(c, bytes.size(), path);
   fill_weights(
       model,
       [&](const std::string& n) {
@@ -608,9 +623,16 @@ Gguf parse_gguf(const std::string& path) {
     const uint32_t n_dims = r.get<uint32_t>();
     TESSERA_CHECK(n_dims >= 1 && n_dims <= 4, "{}: tensor {} has {} dims", path, t.name, n_dims);
     std::vector<int64_t> dims(n_dims);
+    // Every supported type takes at least one byte per element, so the element count is
+    // bounded by the file size (and the product cannot overflow in gguf_tensor).
+    uint64_t n_elements = 1;
     for (auto& d : dims) {
       const uint64_t v = r.get<uint64_t>();
-      TESSERA_CHECK(v > 0 && v < (1ull << 40), "{}: tensor {} has dimension {}", path, t.name, v);
+      TESSERA_CHECK(v > 0 && v < (1ull << 40) &&
+                        !__builtin_mul_overflow(n_elements, v, &n_elements) &&
+                        n_elements <= g.bytes.size(),
+                    "{}: tensor {} has dimension {} (more elements than the file has bytes)", path,
+                    t.name, v);
       d = static_cast<int64_t>(v);
     }
     t.shape.assign(dims.rbegin(), dims.rend());
@@ -703,21 +725,28 @@ Llama load_gguf(const std::string& path, int64_t max_context) {
     TESSERA_CHECK(g.kv[k].is_number(), "{}: metadata {} is not a number", path, k);
     return g.kv[k].get<double>();
   };
+  // Sizes are GGUF integers: a float (or a value past 2^40) is refused, not truncated.
+  auto count = [&](const std::string& key, int64_t fallback, bool required) {
+    const std::string k = arch + "." + key;
+    if (!g.kv.contains(k)) {
+      TESSERA_CHECK(!required, "{}: missing metadata {}", path, k);
+      return fallback;
+    }
+    return json_integer(g.kv[k], path + ": metadata " + k, 0, int64_t{1} << 40);
+  };
   std::map<std::string, const GgufTensor*> by_name;
   for (const auto& t : g.tensors) by_name[t.name] = &t;
   TESSERA_CHECK(by_name.count("token_embd.weight"), "{}: missing tensor token_embd.weight", path);
   LlamaConfig c;
-  c.dim = static_cast<int64_t>(num("embedding_length", 0, true));
-  c.n_layers = static_cast<int64_t>(num("block_count", 0, true));
-  c.hidden_dim = static_cast<int64_t>(num("feed_forward_length", 0, true));
-  c.n_heads = static_cast<int64_t>(num("attention.head_count", 0, true));
-  c.n_kv_heads =
-      static_cast<int64_t>(num("attention.head_count_kv", static_cast<double>(c.n_heads), false));
-  c.head_dim = static_cast<int64_t>(num("attention.key_length", 0, false));
+  c.dim = count("embedding_length", 0, true);
+  c.n_layers = count("block_count", 0, true);
+  c.hidden_dim = count("feed_forward_length", 0, true);
+  c.n_heads = count("attention.head_count", 0, true);
+  c.n_kv_heads = count("attention.head_count_kv", c.n_heads, false);
+  c.head_dim = count("attention.key_length", 0, false);
   c.rms_eps = num("attention.layer_norm_rms_epsilon", 1e-5, false);
   c.rope_theta = num("rope.freq_base", 10000.0, false);
-  c.max_seq_len =
-      std::min<int64_t>(static_cast<int64_t>(num("context_length", 2048, false)), max_context);
+  c.max_seq_len = std::min<int64_t>(count("context_length", 2048, false), max_context);
   c.vocab_size = by_name["token_embd.weight"]->shape[0];
   c.tie_embeddings = by_name.count("output.weight") == 0;
   c.qkv_bias = by_name.count("blk.0.attn_q.bias") > 0;
@@ -726,7 +755,7 @@ Llama load_gguf(const std::string& path, int64_t max_context) {
   // qwen2/qwen3 keep the HF rows and use NeoX pairing.
   c.rope_style = arch == "llama" ? RopeStyle::kGptj : RopeStyle::kNeox;
   c.validate();
-  Llama model(c);
+  Llama model = build_llama(c, g.bytes.size(), path);
   auto gguf_name = [](const std::string& name) {
     auto [layer, suffix] = split_name(name);
     if (layer < 0) {

@@ -6,10 +6,17 @@
 #include <cctype>
 
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
 
 namespace tessera::llm {
 
 namespace {
+
+// Limits on a tokenizer read from a file (docs/reliability.md): real BPE vocabularies have
+// pieces of at most a few hundred bytes and a few hundred thousand merges.
+constexpr size_t kMaxMerges = 1'000'000;
+constexpr size_t kMaxPieceBytes = 1024;
+constexpr size_t kMaxVocabBytes = size_t{64} << 20;
 
 enum class CharClass { kLetter, kDigit, kSpace, kNewline, kOther };
 
@@ -190,16 +197,31 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& json) {
                 "tokenizer: expected a JSON object with type 'tessera-bpe'");
   Tokenizer tok;
   try {
-    for (const auto& m : json.at("merges")) {
-      TESSERA_CHECK(m.is_array() && m.size() == 2, "tokenizer: merge {} is not a pair", m.dump());
-      const int64_t a = m[0].get<int64_t>(), b = m[1].get<int64_t>();
+    const auto& merges = json.at("merges");
+    TESSERA_CHECK(merges.is_array() && merges.size() <= kMaxMerges,
+                  "tokenizer: 'merges' must be an array of at most {} pairs", kMaxMerges);
+    // Each merge concatenates two pieces, so 36 self-doubling merges would ask for 2^36 bytes:
+    // piece lengths and their total are bounded as the pieces are built.
+    size_t total_bytes = 0;
+    for (const auto& m : merges) {
+      TESSERA_CHECK(m.is_array() && m.size() == 2, "tokenizer: merge {} is not a pair",
+                    json_excerpt(m));
       const int64_t next = static_cast<int64_t>(tok.pieces_.size());
-      TESSERA_CHECK(a >= 0 && b >= 0 && a < next && b < next,
-                    "tokenizer: merge ({}, {}) refers to an id >= {}", a, b, next);
+      const int64_t a = json_integer(m[0], "tokenizer: merge id", 0, next - 1);
+      const int64_t b = json_integer(m[1], "tokenizer: merge id", 0, next - 1);
+      const size_t length = tok.pieces_[a].size() + tok.pieces_[b].size();
+      total_bytes += length;
+      TESSERA_CHECK(length <= kMaxPieceBytes && total_bytes <= kMaxVocabBytes,
+                    "tokenizer: merge {} ({}, {}) makes a piece of {} bytes (at most {}; all "
+                    "pieces at most {} bytes)",
+                    next, a, b, length, kMaxPieceBytes, kMaxVocabBytes);
       tok.merges_.emplace_back(a, b);
       tok.pieces_.push_back(tok.pieces_[a] + tok.pieces_[b]);
     }
     for (const auto& s : json.at("specials")) {
+      TESSERA_CHECK(s.is_string() && s.get_ref<const std::string&>().size() <= kMaxPieceBytes,
+                    "tokenizer: special {} must be a string of at most {} bytes", json_excerpt(s),
+                    kMaxPieceBytes);
       tok.specials_.push_back(s.get<std::string>());
       tok.pieces_.push_back(tok.specials_.back());
     }

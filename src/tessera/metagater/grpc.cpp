@@ -15,7 +15,11 @@ void serve_node(const net::ServerOptions& options, std::shared_ptr<const TaskSou
   std::mutex mutex;
   std::condition_variable stopped;
   bool stop = false;
-  net::Server server(options, [&](const std::string&, const net::Message& request) {
+  // The platform is this server's one client and may ask it for several nodes' rounds at once
+  // (the mutex below runs them in turn), so its concurrent calls are not refused as busy.
+  net::ServerOptions server_options = options;
+  server_options.one_call_per_client = false;
+  net::Server server(server_options, [&](const std::string&, const net::Message& request) {
     if (request.method == "shutdown") {
       std::lock_guard<std::mutex> lock(mutex);
       stop = true;

@@ -4,9 +4,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
 
 namespace tessera::models {
 
@@ -20,9 +22,8 @@ const std::pair<GraphOp, const char*> kOpNames[] = {
 
 int64_t get_int(const nlohmann::json& json, const char* key, int64_t fallback) {
   if (!json.contains(key)) return fallback;
-  TESSERA_CHECK(json.at(key).is_number_integer(),
-                "graph node field '{}' must be an integer, got {}", key, json.at(key).dump());
-  return json.at(key).get<int64_t>();
+  return json_integer(json.at(key), fmt::format("graph node field '{}'", key),
+                      std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
 }
 
 void expect_inputs(const GraphNode& node, size_t lo, size_t hi) {
@@ -68,11 +69,13 @@ nlohmann::json GraphNode::to_json() const {
 GraphNode GraphNode::from_json(const nlohmann::json& j) {
   TESSERA_CHECK(j.is_object() && j.contains("name") && j.at("name").is_string() &&
                     j.contains("op") && j.at("op").is_string(),
-                "graph node needs string 'name' and 'op', got {}", j.dump());
+                "graph node needs string 'name' and 'op', got {}", json_excerpt(j));
   GraphNode node;
   node.name = j.at("name").get<std::string>();
   node.op = parse_graph_op(j.at("op").get<std::string>());
-  if (j.contains("inputs")) node.inputs = j.at("inputs").get<std::vector<int64_t>>();
+  constexpr int64_t kMaxIndex = int64_t{1} << 40;
+  if (j.contains("inputs"))
+    node.inputs = json_integer_array(j.at("inputs"), "graph node inputs", -1, kMaxIndex);
   node.in_channels = get_int(j, "in", 0);
   node.out_channels = get_int(j, "out", 0);
   node.kernel = get_int(j, "kernel", 1);
@@ -81,7 +84,8 @@ GraphNode GraphNode::from_json(const nlohmann::json& j) {
   node.groups = get_int(j, "groups", 1);
   node.bias = j.value("bias", false);
   node.ceil_mode = j.value("ceil_mode", false);
-  if (j.contains("shape")) node.shape = j.at("shape").get<std::vector<int64_t>>();
+  if (j.contains("shape"))
+    node.shape = json_integer_array(j.at("shape"), "graph node shape", -1, kMaxIndex);
   if (j.contains("hints")) node.hints = j.at("hints");
   return node;
 }

@@ -7,8 +7,11 @@
 #include <set>
 
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
+#include "tessera/core/limits.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/models/registry.h"
+#include "tessera/models/tensor_checks.h"
 #include "tessera/models/torchscript.h"
 
 namespace tessera::models {
@@ -30,12 +33,8 @@ ModelConfig config_from_metadata(const std::string& path,
   TESSERA_CHECK(format->second == kFormatVersion,
                 "'{}' has Tessera model format '{}', this build reads format '{}'", path,
                 format->second, kFormatVersion);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(arch->second);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("'{}': '{}' metadata is not valid JSON: {}", path, kArchKey, e.what()));
-  }
+  const nlohmann::json json =
+      parse_json(arch->second, fmt::format("'{}': metadata '{}'", path, kArchKey));
   try {
     return ModelConfig::from_json(json);
   } catch (const Error& e) {
@@ -80,11 +79,24 @@ Model load(const std::string& path) {
   if (is_torchscript_file(path)) return load_torchscript(path);
   const safetensors::File file = safetensors::load(path);
   ModelConfig config = config_from_metadata(path, file.metadata);
+  uint64_t file_bytes = 0;
+  for (const auto& [name, tensor] : file.tensors) {
+    check_tensor_values(path, name, tensor);
+    file_bytes += tensor.nbytes();
+  }
   Model model{nullptr};
   try {
+    // A legitimate build requests about the bytes of its tensors, which the file holds (plus
+    // initialisation temporaries): a 250-byte file that declares a ViT of depth 256 is refused
+    // here, before gigabytes are allocated.
+    AllocationBudget budget(4 * file_bytes + kBuildSlackBytes,
+                            fmt::format("architecture {}", json_excerpt(config.to_json())));
     model = create(config);
   } catch (const Error& e) {
     throw Error(fmt::format("'{}': invalid architecture: {}", path, e.what()));
+  } catch (const std::bad_alloc&) {
+    throw Error(fmt::format("'{}': out of memory building architecture {}", path,
+                            json_excerpt(config.to_json())));
   }
 
   std::map<std::string, const torch::Tensor*> stored;

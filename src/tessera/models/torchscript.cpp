@@ -12,7 +12,9 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 #include "tessera/models/describe.h"
+#include "tessera/models/tensor_checks.h"
 
 namespace tessera::models {
 
@@ -339,10 +341,10 @@ Model wrap(torch::jit::Module module, const std::string& path, const nlohmann::j
   auto script = ScriptModule(std::move(module), path);
   TESSERA_CHECK(!script->parameters().empty(), "'{}': the TorchScript module has no parameters",
                 path);
-  for (const auto& item : script->named_parameters()) {
-    TESSERA_CHECK(torch::isfinite(item.value()).all().item<bool>(),
-                  "'{}': parameter '{}' holds NaN or Inf", path, item.key());
-  }
+  for (const auto& item : script->named_parameters())
+    check_tensor_values(path, item.key(), item.value());
+  for (const auto& item : script->named_buffers())
+    check_tensor_values(path, item.key(), item.value());
   if (in_channels == 0) {
     for (const auto& p : script->parameters()) {
       if (p.dim() == 4) {
@@ -410,11 +412,7 @@ torch::jit::Module read_archive(const std::string& path, nlohmann::json& metadat
   metadata = nlohmann::json::object();
   const std::string& text = extra[kScriptExtraFile];
   if (!text.empty()) {
-    try {
-      metadata = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(fmt::format("'{}': {} is not valid JSON: {}", path, kScriptExtraFile, e.what()));
-    }
+    metadata = parse_json(text, fmt::format("'{}': {}", path, kScriptExtraFile));
     TESSERA_CHECK(metadata.is_object(), "'{}': {} must be a JSON object", path, kScriptExtraFile);
   }
   return module;

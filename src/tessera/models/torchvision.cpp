@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "tessera/core/error.h"
+#include "tessera/core/limits.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/models/registry.h"
 #include "tessera/models/resnet.h"
+#include "tessera/models/tensor_checks.h"
 
 namespace tessera::models {
 
@@ -199,7 +201,15 @@ std::map<std::string, std::string> torchvision_names(Model& model) {
 
 Model import_torchvision(const std::string& path, const ModelConfig& config) {
   const safetensors::File file = safetensors::load(path);
-  Model model = create(config);
+  uint64_t file_bytes = 0;
+  for (const auto& [name, tensor] : file.tensors) file_bytes += tensor.nbytes();
+  Model model{nullptr};
+  {
+    // The file's tensors bound what a matching architecture needs (see models::load).
+    AllocationBudget budget(4 * file_bytes + kBuildSlackBytes,
+                            fmt::format("'{}': architecture {}", path, config.name));
+    model = create(config);
+  }
   const auto names = torchvision_names(model);
   std::map<std::string, const torch::Tensor*> stored;
   for (const auto& [name, tensor] : file.tensors) stored[name] = &tensor;
@@ -219,8 +229,7 @@ Model import_torchvision(const std::string& path, const ModelConfig& config) {
         TESSERA_CHECK(item.value().is_floating_point(), "'{}': tensor '{}' must be an integer",
                       path, tv);
         source = source.to(torch::kFloat32);
-        TESSERA_CHECK(torch::isfinite(source).all().item<bool>(),
-                      "'{}': tensor '{}' holds NaN or Inf", path, tv);
+        check_tensor_values(path, tv, source);
       }
       TESSERA_CHECK(source.is_floating_point() == item.value().is_floating_point(),
                     "'{}': tensor '{}' has dtype {}, expected {}", path, tv,

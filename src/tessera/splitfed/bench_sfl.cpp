@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <cstdlib>
+
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/log.h"
@@ -52,6 +55,7 @@ nlohmann::json TrainSflResult::to_json() const {
 void ServeOptions::validate() const {
   run.validate();
   TESSERA_CHECK(step_timeout_s > 0, "--step-timeout {} must be positive", step_timeout_s);
+  TESSERA_CHECK(join_timeout_s > 0, "--join-timeout {} must be positive", join_timeout_s);
   TESSERA_CHECK(max_message_mb >= 1 && max_message_mb < 2048,
                 "--max-message-mb {} must be in [1, 2047]", max_message_mb);
   TESSERA_CHECK(tls_cert.empty() == tls_key.empty(), "--tls-cert and --tls-key go together");
@@ -62,6 +66,12 @@ nlohmann::json ServeOptions::to_json() const {
           {"listen", listen},
           {"max_message_mb", max_message_mb},
           {"step_timeout_s", step_timeout_s},
+          {"join_timeout_s", join_timeout_s},
+          {"aggregation", aggregation_name(aggregation)},
+          {"clip_factor", clip_factor},
+          {"max_activation", max_activation},
+          {"max_weight", max_weight},
+          {"insecure", insecure},
           {"checkpoint", checkpoint},
           {"resume", resume},
           {"tls", !tls_cert.empty()},
@@ -77,13 +87,19 @@ ServeResult serve(const ServeOptions& options) {
   net::ServerOptions net;
   net.address = options.listen;
   net.max_message_bytes = options.max_message_mb << 20;
-  net.tokens = client_tokens(options.tokens, options.token, o);
+  net.tokens = client_tokens(options.tokens, o);
+  net.insecure = options.insecure;
   if (!options.tls_cert.empty()) {
     net.tls_cert_chain = read_file(options.tls_cert);
     net.tls_private_key = read_file(options.tls_key);
   }
   ServerSettings settings;
   settings.step_timeout_ms = static_cast<int64_t>(options.step_timeout_s * 1000);
+  settings.join_timeout_ms = static_cast<int64_t>(options.join_timeout_s * 1000);
+  settings.aggregation = options.aggregation;
+  settings.clip_factor = options.clip_factor;
+  settings.max_abs_activation = options.max_activation;
+  settings.max_abs_weight = options.max_weight;
   settings.checkpoint_path = options.checkpoint;
   settings.resume = options.resume;
   settings.test_set = &d.test;
@@ -114,7 +130,9 @@ nlohmann::json ServeResult::to_json() const {
 JoinOptions::JoinOptions() { net.client_id = "client0"; }
 
 void JoinOptions::validate() const {
-  TESSERA_CHECK(!net.address.empty() && !net.token.empty(), "a client needs --server and --token");
+  TESSERA_CHECK(!net.address.empty(), "a client needs --server");
+  TESSERA_CHECK(poison.size() == 2 && std::isfinite(poison[0]) && std::isfinite(poison[1]),
+                "--poison takes two finite scales (smashed data, state)");
   TESSERA_CHECK(timeout_s > 0 && retry_s >= 0, "--timeout {} must be > 0 and --retry {} >= 0",
                 timeout_s, retry_s);
   TESSERA_CHECK(max_message_mb >= 1 && max_message_mb < 2048,
@@ -126,13 +144,25 @@ ClientReport join(const JoinOptions& options) {
   options.validate();
   const data::Dataset train = load_split(options.data, "train", options.image_size);
   net::ClientOptions o = options.net;
+  if (o.token.empty() && !options.token_file.empty()) {
+    o.token = read_client_token(options.token_file, o.client_id);
+  }
+  if (o.token.empty() && std::getenv("TESSERA_SFL_TOKEN") != nullptr) {
+    o.token = std::getenv("TESSERA_SFL_TOKEN");
+  }
+  TESSERA_CHECK(!o.token.empty(), "a client needs --token-file FILE, TESSERA_SFL_TOKEN or --token");
   o.timeout_ms = static_cast<int64_t>(options.timeout_s * 1000);
   o.max_message_bytes = options.max_message_mb << 20;
   o.tls = o.tls || !options.tls_ca.empty();
   if (!options.tls_ca.empty()) o.tls_root_certs = read_file(options.tls_ca);
+  net::check_plaintext_allowed(o.address, o.tls, options.insecure, "client --server");
   std::shared_ptr<ClientStrategy> strategy;
   if (options.defense.needs_strategy()) {
     strategy = std::make_shared<DefenseStrategy>(options.defense);
+  }
+  if (options.poison != std::vector<double>{1.0, 1.0}) {
+    TESSERA_CHECK(!strategy, "--poison and --defense do not go together");
+    strategy = std::make_shared<PoisonStrategy>(options.poison[0], options.poison[1]);
   }
   return run_grpc_client(o, train, strategy, 0, static_cast<int64_t>(options.retry_s * 1000));
 }

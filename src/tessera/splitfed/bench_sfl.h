@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tessera/net/transport.h"
 #include "tessera/splitfed/bench_common.h"
@@ -40,11 +41,16 @@ TrainSflResult train_sfl(const TrainSflOptions& options);
 /// The gRPC server of one run.
 struct ServeOptions {
   SflRunOptions run;
-  std::string listen = "0.0.0.0:50051";  ///< host:port
-  std::string tokens;                    ///< file of "client_id token" lines
-  std::string token;                     ///< one secret for every client (when no tokens file)
-  int64_t max_message_mb = 64;           ///< largest message accepted or sent, MiB
-  double step_timeout_s = 60.0;          ///< a client that misses its turn is dropped for the epoch
+  std::string listen = "127.0.0.1:50051";  ///< host:port (loopback unless TLS or insecure)
+  std::string tokens;     ///< file of "client_id token" lines, one distinct token per client id
+  bool insecure = false;  ///< allow plain text on a non-loopback address
+  int64_t max_message_mb = 64;    ///< largest message accepted or sent, MiB
+  double step_timeout_s = 60.0;   ///< a client that misses its turn is dropped for the epoch
+  double join_timeout_s = 300.0;  ///< a client not heard from yet is waited for this long
+  Aggregation aggregation = Aggregation::mean;  ///< robust averaging of the client states
+  double clip_factor = 2.0;     ///< mean: update norm bound, x the median norm (0 = off)
+  double max_activation = 1e4;  ///< |z| bound of a step (ServerSettings)
+  double max_weight = 1e4;      ///< bound of server weights, BN statistics, client states
   std::string checkpoint = "sfl_server.ckpt";  ///< after every epoch ("" = none)
   bool resume = false;                         ///< continue from checkpoint if it exists
   std::string tls_cert, tls_key;               ///< PEM files: serve over TLS only
@@ -67,9 +73,16 @@ ServeResult serve(const ServeOptions& options);
 
 /// One client process: everything else comes from the server.
 struct JoinOptions {
-  net::ClientOptions net;       ///< address, client id, token, TLS server name (the rest below)
-  DataOptions data;             ///< its copy of the training set (the server says how much it uses)
-  int64_t image_size = 32;      ///< must match the server's
+  net::ClientOptions net;   ///< address, client id, token, TLS server name (the rest below)
+  DataOptions data;         ///< its copy of the training set (the server says how much it uses)
+  int64_t image_size = 32;  ///< must match the server's
+  /// The token, when net.token is empty: this file (the token alone, or "client_id token"
+  /// lines), else the environment variable TESSERA_SFL_TOKEN. Neither shows in `ps`.
+  std::string token_file;
+  bool insecure = false;  ///< allow plain text to a non-loopback server
+  /// A poisoning client for the robustness checks: scales of its smashed data (first step of
+  /// each epoch) and of its submitted state (PoisonStrategy). {1, 1}: honest.
+  std::vector<double> poison = {1.0, 1.0};
   double timeout_s = 120.0;     ///< one call (turns included)
   double retry_s = 60.0;        ///< retrying an unreachable server
   int64_t max_message_mb = 64;  ///< largest message, MiB

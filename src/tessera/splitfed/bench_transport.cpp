@@ -11,6 +11,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 #include "tessera/core/timer.h"
 #include "tessera/net/process.h"
 #include "tessera/splitfed/runtime.h"
@@ -49,8 +50,8 @@ std::vector<std::string> transport_server_command(const TransportBenchOptions& o
           "server",
           "--listen",
           address(options),
-          "--token",
-          "loopback-secret",
+          "--tokens",
+          work + "/tokens.txt",
           "--checkpoint",
           work + "/server.ckpt",
           "--out",
@@ -120,8 +121,8 @@ std::vector<std::string> transport_client_command(const TransportBenchOptions& o
           address(options),
           "--id",
           o.client_id(client),
-          "--token",
-          "loopback-secret",
+          "--token-file",
+          options.work_dir + "/tokens.txt",
           "--image-size",
           std::to_string(o.model.image_size),
           "--data",
@@ -147,6 +148,12 @@ TransportBenchResult bench_transport(const TransportBenchOptions& options) {
   result.n_clients = o.n_clients;
   result.process_threads = options.process_threads;
 
+  // One token per client (the server refuses a shared one), in a file: not on a command line.
+  std::string tokens;
+  for (int64_t i = 0; i < o.n_clients; ++i) {
+    tokens += fmt::format("{} loopback-{}-{}\n", o.client_id(i), o.seed, i);
+  }
+  write_file_atomic(work + "/tokens.txt", tokens);
   Timer timer;
   const pid_t server = net::spawn_process(options.executable, transport_server_command(options, o),
                                           work + "/server.log");
@@ -161,7 +168,7 @@ TransportBenchResult bench_transport(const TransportBenchOptions& options) {
   failures += net::wait_process(server) != 0;
   result.grpc_seconds = timer.elapsed_s();
   TESSERA_CHECK(failures == 0, "{} child process(es) failed; see the logs in {}", failures, work);
-  const nlohmann::json report = nlohmann::json::parse(read_file(work + "/server.json"));
+  const nlohmann::json report = parse_json(read_file(work + "/server.json"), work + "/server.json");
   const nlohmann::json& sfl = report.at("results").at("sfl");
   result.grpc_accuracy = sfl.at("final_test_accuracy").get<double>();
   result.grpc_server_seconds = sfl.at("seconds").get<double>();

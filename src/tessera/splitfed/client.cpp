@@ -70,6 +70,23 @@ bool ClientStrategy::step(StepContext& context, const torch::Tensor& x, const to
   return !dropped;
 }
 
+bool PoisonStrategy::step(StepContext& context, const torch::Tensor& x, const torch::Tensor& y) {
+  if (context.batch != 0 || activation_scale_ == 1.0) return ClientStrategy::step(context, x, y);
+  StepContext poisoned = context;
+  poisoned.exchange = [&](const torch::Tensor& z, const torch::Tensor& labels) {
+    return context.exchange(z * activation_scale_, labels);
+  };
+  return ClientStrategy::step(poisoned, x, y);
+}
+
+State PoisonStrategy::end_epoch(int64_t /*epoch*/, ClientSide& model) {
+  State state = get_state(*model);
+  for (auto& [name, t] : state) {
+    if (t.is_floating_point()) t = t * state_scale_;
+  }
+  return state;
+}
+
 std::vector<int64_t> client_shard(const SflOptions& options, const torch::Tensor& labels,
                                   int64_t index) {
   TESSERA_CHECK(labels.size(0) == options.n_train,
@@ -91,6 +108,25 @@ SplitClient::SplitClient(std::unique_ptr<ServerLink> link, const data::Dataset& 
       train_set_(train_set),
       strategy_(strategy ? std::move(strategy) : std::make_shared<ClientStrategy>()),
       show_progress_(show_progress) {}
+
+namespace {
+
+/// Sends `request` again while the server answers {pending: true} (a long poll).
+net::Message call_until_answered(ServerLink& link, const net::Message& request) {
+  while (true) {
+    net::Message reply = link.call(request);
+    if (!reply.meta.value("pending", false)) return reply;
+  }
+}
+
+/// A refusal by the server (of a step or a state), not a lost server or a wrong token: the
+/// client skips the rest of the epoch and goes on with the next.
+bool is_refusal(const Error& e) {
+  const auto* rpc = dynamic_cast<const net::RpcError*>(&e);
+  return rpc == nullptr || (!rpc->transient() && !rpc->unauthenticated());
+}
+
+}  // namespace
 
 ClientReport SplitClient::run(int64_t stop_after_steps) {
   net::Message join;
@@ -123,7 +159,7 @@ ClientReport SplitClient::run(int64_t stop_after_steps) {
     net::Message begin;
     begin.method = "begin_epoch";
     begin.meta["epoch"] = epoch;
-    const net::Message plan = link_->call(begin);
+    const net::Message plan = call_until_answered(*link_, begin);
     if (plan.meta.at("finished").get<bool>()) break;
     epoch = plan.meta.at("epoch").get<int64_t>();
     if (!plan.meta.at("active").get<bool>()) {
@@ -131,70 +167,100 @@ ClientReport SplitClient::run(int64_t stop_after_steps) {
       ++epoch;
       continue;
     }
-    load_state(*model, plan.tensors);
-    const int64_t n_batches = plan.meta.at("n_batches").get<int64_t>();
-    // RECONSTRUCTED: a fresh client optimizer every epoch, so that a client's whole state is the
-    // averaged model (exact rejoin, resume and sampling); research/sfl.md 1.2 notes the papers'
-    // momentum of inactive clients as an artefact.
-    train::TrainOptions t = options.schedule_options();
-    t.lr = plan.meta.at("lr").get<double>();
-    auto optimizer = train::make_optimizer(model->parameters(), t);
-    train::set_learning_rate(*optimizer, t.lr);
-    strategy_->begin_epoch(epoch, model);
-
-    const uint64_t stream = 100000 * static_cast<uint64_t>(report.index + 1) + epoch;
-    data::BatchIterator batches(shard, options.batch_size, /*shuffle=*/true,
-                                options.seed * 1000003 + stream);
-    std::mt19937_64 augment_rng = make_rng(options.seed, stream);
-    std::unique_ptr<ProgressBar> progress;
-    if (show_progress_) {
-      progress = std::make_unique<ProgressBar>(
-          fmt::format("{} epoch {}/{}", options.client_id(report.index), epoch + 1, options.epochs),
-          n_batches);
+    EpochEnd end = EpochEnd::dropped;
+    try {
+      end = run_epoch(options, shard, model, plan, stop_after_steps, report);
+    } catch (const Error& e) {
+      if (!is_refusal(e)) throw;
+      log::warn("{}: epoch {} refused, skipping it: {}", options.client_id(report.index), epoch,
+                e.what());
+      ++report.epochs_refused;
     }
-    bool dropped = false;
-    for (int64_t b = 0; b < n_batches && !dropped; ++b) {
-      torch::Tensor x, y;
-      if (!batches.next(x, y)) {  // a shard shorter than the epoch wraps around
-        batches.reset();
-        batches.next(x, y);
-      }
-      if (options.augment_pad > 0 || options.augment_flip) {
-        x = data::augment(x, options.augment_pad, options.augment_flip, augment_rng);
-      }
-      StepContext context{model,
-                          *optimizer,
-                          options,
-                          epoch,
-                          b,
-                          [&](const torch::Tensor& z, const torch::Tensor& labels) {
-                            net::Message step;
-                            step.method = "step";
-                            step.meta = {{"epoch", epoch}, {"batch", b}};
-                            step.add("z", z);
-                            step.add("y", labels);
-                            const net::Message reply = link_->call(step);
-                            if (reply.meta.value("dropped", false)) return torch::Tensor();
-                            return reply.tensor("grad");
-                          }};
-      dropped = !strategy_->step(context, x, y);
-      if (!dropped) ++report.steps;
-      if (progress) progress->update();
-      if (stop_after_steps > 0 && report.steps >= stop_after_steps) return report;
+    if (end == EpochEnd::stopped) return report;
+    if (end == EpochEnd::restarted) {
+      log::info("{}: the server restarted epoch {}; redoing it", options.client_id(report.index),
+                epoch);
+      continue;  // ask for the same epoch again
     }
-    if (dropped) {
-      ++report.epochs_skipped;
-    } else {
-      net::Message end;
-      end.method = "end_epoch";
-      end.meta["epoch"] = epoch;
-      for (const auto& [name, tensor] : strategy_->end_epoch(epoch, model)) end.add(name, tensor);
-      link_->call(end);
+    if (end == EpochEnd::submitted) {
       ++report.epochs_active;
+    } else {
+      ++report.epochs_skipped;
     }
     ++epoch;
   }
   return report;
+}
+
+SplitClient::EpochEnd SplitClient::run_epoch(const SflOptions& options, const data::Dataset& shard,
+                                             ClientSide& model, const net::Message& plan,
+                                             int64_t stop_after_steps, ClientReport& report) {
+  const int64_t epoch = plan.meta.at("epoch").get<int64_t>();
+  const int64_t session = plan.meta.at("session").get<int64_t>();
+  load_state(*model, plan.tensors);
+  const int64_t n_batches = plan.meta.at("n_batches").get<int64_t>();
+  // RECONSTRUCTED: a fresh client optimizer every epoch, so that a client's whole state is the
+  // averaged model (exact rejoin, resume and sampling); research/sfl.md 1.2 notes the papers'
+  // momentum of inactive clients as an artefact.
+  train::TrainOptions t = options.schedule_options();
+  t.lr = plan.meta.at("lr").get<double>();
+  auto optimizer = train::make_optimizer(model->parameters(), t);
+  train::set_learning_rate(*optimizer, t.lr);
+  strategy_->begin_epoch(epoch, model);
+
+  const uint64_t stream = 100000 * static_cast<uint64_t>(report.index + 1) + epoch;
+  data::BatchIterator batches(shard, options.batch_size, /*shuffle=*/true,
+                              options.seed * 1000003 + stream);
+  std::mt19937_64 augment_rng = make_rng(options.seed, stream);
+  std::unique_ptr<ProgressBar> progress;
+  if (show_progress_) {
+    progress = std::make_unique<ProgressBar>(
+        fmt::format("{} epoch {}/{}", options.client_id(report.index), epoch + 1, options.epochs),
+        n_batches);
+  }
+  bool dropped = false;
+  bool restarted = false;
+  for (int64_t b = 0; b < n_batches && !dropped; ++b) {
+    torch::Tensor x, y;
+    if (!batches.next(x, y)) {  // a shard shorter than the epoch wraps around
+      batches.reset();
+      batches.next(x, y);
+    }
+    if (options.augment_pad > 0 || options.augment_flip) {
+      x = data::augment(x, options.augment_pad, options.augment_flip, augment_rng);
+    }
+    StepContext context{model,
+                        *optimizer,
+                        options,
+                        epoch,
+                        b,
+                        [&](const torch::Tensor& z, const torch::Tensor& labels) {
+                          net::Message step;
+                          step.method = "step";
+                          step.meta = {{"epoch", epoch}, {"batch", b}, {"session", session}};
+                          step.add("z", z);
+                          step.add("y", labels);
+                          const net::Message reply = call_until_answered(*link_, step);
+                          restarted = reply.meta.value("restarted", false);
+                          if (restarted || reply.meta.value("dropped", false)) {
+                            return torch::Tensor();
+                          }
+                          return reply.tensor("grad");
+                        }};
+    dropped = !strategy_->step(context, x, y);
+    if (restarted) return EpochEnd::restarted;
+    if (!dropped) ++report.steps;
+    if (progress) progress->update();
+    if (stop_after_steps > 0 && report.steps >= stop_after_steps) return EpochEnd::stopped;
+  }
+  if (dropped) return EpochEnd::dropped;
+  net::Message end;
+  end.method = "end_epoch";
+  end.meta = {{"epoch", epoch}, {"session", session}};
+  for (const auto& [name, tensor] : strategy_->end_epoch(epoch, model)) end.add(name, tensor);
+  const net::Message reply = link_->call(end);
+  if (reply.meta.value("restarted", false)) return EpochEnd::restarted;
+  return reply.meta.value("accepted", false) ? EpochEnd::submitted : EpochEnd::dropped;
 }
 
 }  // namespace tessera::splitfed

@@ -75,6 +75,21 @@ class ClientStrategy {
   virtual State end_epoch(int64_t epoch, ClientSide& model) { return get_state(*model); }
 };
 
+/// A poisoning client (issue 22; for the robustness tests and measurements): honest steps, except
+/// that its smashed data is multiplied by `activation_scale` in the first step of every epoch and
+/// the state it submits by `state_scale` (floating tensors). 1 and 1: honest.
+class PoisonStrategy : public ClientStrategy {
+ public:
+  PoisonStrategy(double activation_scale, double state_scale)
+      : activation_scale_(activation_scale), state_scale_(state_scale) {}
+  bool step(StepContext& context, const torch::Tensor& x, const torch::Tensor& y) override;
+  State end_epoch(int64_t epoch, ClientSide& model) override;
+
+ private:
+  double activation_scale_;
+  double state_scale_;
+};
+
 /// l1 |w|_1 + l2 |w|^2 over the client's conv/linear weights (options.client_l1/l2); undefined
 /// when both are 0. Shared by the honest step and the defense strategies.
 torch::Tensor client_weight_penalty(ClientSide& model, const SflOptions& options);
@@ -87,6 +102,7 @@ struct ClientReport {
   int64_t index = -1;
   int64_t epochs_active = 0;
   int64_t epochs_skipped = 0;  ///< not sampled, or dropped
+  int64_t epochs_refused = 0;  ///< a step or the state was refused: the epoch was skipped
   int64_t steps = 0;
 };
 
@@ -101,10 +117,15 @@ class SplitClient {
   SplitClient(std::unique_ptr<ServerLink> link, const data::Dataset& train_set,
               std::shared_ptr<ClientStrategy> strategy = nullptr, bool show_progress = false);
   /// Runs until the server reports the run finished. `stop_after_steps` > 0 stops (as if the
-  /// process died) after that many steps (for dropout tests).
+  /// process died) after that many steps (for dropout tests). A refused step or state skips the
+  /// rest of that epoch; "epoch restarted" (the server resumed from its checkpoint) redoes it.
   ClientReport run(int64_t stop_after_steps = 0);
 
  private:
+  enum class EpochEnd { submitted, dropped, restarted, stopped };
+  EpochEnd run_epoch(const SflOptions& options, const data::Dataset& shard, ClientSide& model,
+                     const net::Message& plan, int64_t stop_after_steps, ClientReport& report);
+
   std::unique_ptr<ServerLink> link_;
   const data::Dataset& train_set_;
   std::shared_ptr<ClientStrategy> strategy_;

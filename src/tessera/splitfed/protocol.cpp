@@ -1,15 +1,20 @@
-// The server side of the SFL protocol: epochs, turns (V1/V2), dropouts, averaging, evaluation and
-// atomic checkpoints (see protocol.h).
+// The server side of the SFL protocol: epochs, turns (V1/V2), dropouts and liveness, bounded
+// all-or-nothing steps, robust averaging, long polls, evaluation and atomic checkpoints (see
+// protocol.h).
 #include "tessera/splitfed/protocol.h"
 
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 #include "tessera/core/log.h"
 #include "tessera/core/progress.h"
 #include "tessera/core/random.h"
@@ -27,10 +32,133 @@ int64_t meta_int(const net::Message& m, const char* key) {
 
 template <typename T>
 void read_field(const nlohmann::json& json, const char* key, T& value) {
-  if (json.contains(key)) value = json.at(key).get<T>();
+  if (!json.contains(key)) return;
+  // Counts must be JSON integers: get<int64_t>() would truncate n_clients 1.9 to 1.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    value =
+        static_cast<T>(json_integer(json.at(key), std::string("SFL options '") + key + "'",
+                                    std::is_signed_v<T> ? std::numeric_limits<int64_t>::min() : 0,
+                                    std::numeric_limits<int64_t>::max()));
+  } else {
+    value = json.at(key).get<T>();
+  }
+}
+
+/// A deep copy of one parameter's optimizer state (the SFL server's optimizer is SGD), so that a
+/// rolled-back step leaves the momentum exactly as it was.
+std::unique_ptr<torch::optim::OptimizerParamState> copy_state(
+    const torch::optim::OptimizerParamState& state) {
+  const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(&state);
+  TESSERA_CHECK(sgd != nullptr, "SFL server: only an SGD optimizer state can be rolled back");
+  auto copy = std::make_unique<torch::optim::SGDParamState>(*sgd);
+  if (sgd->momentum_buffer().defined()) copy->momentum_buffer(sgd->momentum_buffer().clone());
+  return copy;
+}
+
+/// "" when every floating tensor is finite, within `bound` and (BN running variances) >= 0;
+/// otherwise why not, naming the tensor.
+std::string check_bounded(const std::string& name, const torch::Tensor& t, double bound) {
+  if (!t.defined() || !t.is_floating_point() || t.numel() == 0) return "";
+  if (!torch::isfinite(t).all().item<bool>()) return fmt::format("'{}' is not finite", name);
+  const double max_abs = t.abs().max().item<double>();
+  if (max_abs > bound)
+    return fmt::format("'{}' reaches {:.3g} (bound {:.3g})", name, max_abs, bound);
+  const bool variance = name.size() >= 11 && name.compare(name.size() - 11, 11, "running_var") == 0;
+  if (variance && t.min().item<double>() < 0) return fmt::format("'{}' is negative", name);
+  return "";
+}
+
+/// L2 norm over the floating tensors of a - b, in float64 (a 1e30 update must not overflow).
+double update_norm(const State& a, const State& b) {
+  double sum = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].second.is_floating_point()) continue;
+    sum += (a[i].second.to(torch::kFloat64) - b[i].second.to(torch::kFloat64))
+               .pow(2)
+               .sum()
+               .item<double>();
+  }
+  return std::sqrt(sum);
 }
 
 }  // namespace
+
+Aggregation parse_aggregation(const std::string& name) {
+  if (name == "mean") return Aggregation::mean;
+  if (name == "median") return Aggregation::median;
+  if (name == "trimmed_mean") return Aggregation::trimmed_mean;
+  TESSERA_CHECK(false, "unknown aggregation '{}' (mean, median, trimmed_mean)", name);
+  return Aggregation::mean;
+}
+
+std::string aggregation_name(Aggregation aggregation) {
+  switch (aggregation) {
+    case Aggregation::median:
+      return "median";
+    case Aggregation::trimmed_mean:
+      return "trimmed_mean";
+    default:
+      return "mean";
+  }
+}
+
+State aggregate_states(const State& global, const std::vector<State>& states,
+                       Aggregation aggregation, double clip_factor, double trim_fraction) {
+  TESSERA_CHECK(!states.empty(), "cannot aggregate zero client states");
+  const auto n = static_cast<int64_t>(states.size());
+  if (aggregation == Aggregation::mean) {
+    // Clipping against the median update norm: one client cannot move the average further than
+    // clip_factor times a typical client (robust to any finite scale of its state).
+    std::vector<double> norms;
+    for (const State& s : states) norms.push_back(update_norm(s, global));
+    std::vector<double> sorted = norms;
+    std::sort(sorted.begin(), sorted.end());
+    const double median_norm =
+        n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    std::vector<State> clipped;
+    for (int64_t k = 0; k < n; ++k) {
+      const double bound = clip_factor * median_norm;
+      const double scale = clip_factor > 0 && norms[k] > bound ? bound / norms[k] : 1.0;
+      State c;
+      for (size_t i = 0; i < global.size(); ++i) {
+        const torch::Tensor& t = states[k][i].second;
+        if (scale >= 1.0 || !t.is_floating_point()) {
+          c.emplace_back(global[i].first, t);
+        } else {
+          const torch::Tensor g = global[i].second.to(torch::kFloat64);
+          c.emplace_back(global[i].first,
+                         (g + scale * (t.to(torch::kFloat64) - g)).to(t.scalar_type()));
+        }
+      }
+      clipped.push_back(std::move(c));
+    }
+    return average_states(clipped);
+  }
+  const State mean = average_states(states);  // checks names and shapes; integer tensors
+  const int64_t k =
+      aggregation == Aggregation::median
+          ? 0
+          : std::min<int64_t>((n - 1) / 2,
+                              std::max<int64_t>(1, static_cast<int64_t>(trim_fraction * n)));
+  State result;
+  for (size_t i = 0; i < global.size(); ++i) {
+    if (!global[i].second.is_floating_point()) {
+      result.push_back(mean[i]);
+      continue;
+    }
+    std::vector<torch::Tensor> values;
+    for (const State& s : states) values.push_back(s[i].second.to(torch::kFloat64));
+    const torch::Tensor sorted = std::get<0>(torch::stack(values).sort(0));
+    torch::Tensor combined;
+    if (aggregation == Aggregation::median) {
+      combined = n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    } else {
+      combined = sorted.slice(0, k, n - k).mean(0);
+    }
+    result.emplace_back(global[i].first, combined.to(global[i].second.scalar_type()));
+  }
+  return result;
+}
 
 std::mutex& torch_rng_mutex() {
   static std::mutex mutex;
@@ -89,6 +217,11 @@ nlohmann::json SflOptions::to_json() const {
 
 SflOptions SflOptions::from_json(const nlohmann::json& json) {
   TESSERA_CHECK(json.is_object(), "SFL options must be a JSON object");
+  // A misspelt option would otherwise silently keep its default.
+  const nlohmann::json known = SflOptions{}.to_json();
+  for (const auto& [key, value] : json.items()) {
+    TESSERA_CHECK(known.contains(key), "SFL options: unknown key '{}'", key);
+  }
   SflOptions o;
   try {
     TESSERA_CHECK(json.contains("model"), "SFL options lack 'model'");
@@ -198,6 +331,11 @@ EpochRecord EpochRecord::from_json(const nlohmann::json& json) {
 // ---------------------------------------------------------------------------------------------
 // SplitServer
 
+struct SplitServer::Snapshot {
+  std::vector<torch::Tensor> params, grads, buffers;
+  std::vector<std::pair<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>> optimizer;
+};
+
 struct SplitServer::Epoch {
   int64_t index = 0;
   std::vector<int64_t> active;    ///< client indices in turn order
@@ -229,6 +367,22 @@ SplitServer::SplitServer(SflOptions options, ServerSettings settings)
   TESSERA_CHECK(settings_.max_batch >= options_.batch_size,
                 "max batch {} is smaller than the batch size {}", settings_.max_batch,
                 options_.batch_size);
+  TESSERA_CHECK(settings_.join_timeout_ms > 0 && settings_.long_poll_ms > 0,
+                "join timeout {} ms and long poll {} ms must be positive",
+                settings_.join_timeout_ms, settings_.long_poll_ms);
+  TESSERA_CHECK(settings_.max_abs_activation > 0 && settings_.max_abs_weight > 0,
+                "activation bound {} and weight bound {} must be positive",
+                settings_.max_abs_activation, settings_.max_abs_weight);
+  TESSERA_CHECK(settings_.clip_factor >= 0 && std::isfinite(settings_.clip_factor),
+                "clip factor {} must be >= 0", settings_.clip_factor);
+  TESSERA_CHECK(settings_.trim_fraction >= 0 && settings_.trim_fraction < 0.5,
+                "trim fraction {} must be in [0, 0.5)", settings_.trim_fraction);
+  t_start_us_ = now_us();
+  first_seen_us_.assign(options_.n_clients, -1);
+  absent_.assign(options_.n_clients, false);
+  session_ = std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
   // All initial weights come from the server's seeded generator, so every transport starts
   // from the same model (clients load the averaged state before their first step).
   seed_everything(options_.seed);
@@ -243,6 +397,7 @@ SplitServer::SplitServer(SflOptions options, ServerSettings settings)
   train::TrainOptions t = options_.schedule_options();
   optimizer_ = train::make_optimizer(server_->parameters(), t);
   told_finished_.assign(options_.n_clients, false);
+  if (settings_.on_step) observers_.push_back(settings_.on_step);
   if (settings_.resume && !settings_.checkpoint_path.empty() &&
       file_exists(settings_.checkpoint_path)) {
     load_checkpoint();
@@ -328,11 +483,16 @@ int64_t SplitServer::client_index(const std::string& client_id) const {
   return -1;
 }
 
-net::Message SplitServer::handle(const std::string& client_id, const net::Message& request) {
+net::Message SplitServer::handle(const std::string& client_id, const net::Message& request,
+                                 const CallLimits& call) {
   const int64_t client = client_index(client_id);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    seen_locked(client);
+  }
   if (request.method == "join") return on_join(client, request);
-  if (request.method == "begin_epoch") return on_begin_epoch(client, request);
-  if (request.method == "step") return on_step(client, request);
+  if (request.method == "begin_epoch") return on_begin_epoch(client, request, call);
+  if (request.method == "step") return on_step(client, request, call);
   if (request.method == "end_epoch") return on_end_epoch(client, request);
   TESSERA_CHECK(false, "unknown SFL method '{}' from {}", request.method, client_id);
   return {};
@@ -346,16 +506,43 @@ net::Message SplitServer::on_join(int64_t client, const net::Message& /*request*
   return reply;
 }
 
-bool SplitServer::wait_locked(std::unique_lock<std::mutex>& lock,
-                              const std::function<bool()>& ready) {
+void SplitServer::seen_locked(int64_t client) {
+  if (first_seen_us_[client] < 0) first_seen_us_[client] = now_us();
+  if (absent_[client]) {
+    absent_[client] = false;
+    log::info("sfl server: {} is back; it takes part from the next epoch it is active in",
+              options_.client_id(client));
+  }
+}
+
+int64_t SplitServer::turn_deadline_us_locked(int64_t client) const {
+  const int64_t step_us = settings_.step_timeout_ms * 1000;
+  if (first_seen_us_[client] < 0) {
+    return std::max(t_start_us_ + settings_.join_timeout_ms * 1000, t_last_progress_us_ + step_us);
+  }
+  return std::max(t_last_progress_us_, first_seen_us_[client]) + step_us;
+}
+
+SplitServer::Wait SplitServer::wait_locked(std::unique_lock<std::mutex>& lock,
+                                           const std::function<bool()>& ready,
+                                           const CallLimits& call) {
+  int64_t until = now_us() + settings_.long_poll_ms * 1000;
+  if (call.deadline_us > 0) {
+    // Answer before the caller gives up, leaving a quarter of its time (at most 1 s) for the
+    // reply to travel.
+    const int64_t left = call.deadline_us - now_us();
+    until = std::min(until, call.deadline_us - std::min<int64_t>(1000000, left / 4));
+  }
   while (!ready()) {
-    if (stopped_) return false;
-    changed_.wait_for(lock,
-                      std::chrono::milliseconds(std::min<int64_t>(200, settings_.step_timeout_ms)));
-    if (stopped_) return false;
+    if (stopped_) return Wait::stopped;
+    if (now_us() >= until || (call.cancelled && call.cancelled())) return Wait::expired;
+    const int64_t slice_ms = std::max<int64_t>(
+        1, std::min<int64_t>({200, settings_.step_timeout_ms, (until - now_us()) / 1000}));
+    changed_.wait_for(lock, std::chrono::milliseconds(slice_ms));
+    if (stopped_) return Wait::stopped;
     check_stall_locked();
   }
-  return true;
+  return Wait::ready;
 }
 
 void SplitServer::start_epoch_locked(int64_t epoch) {
@@ -376,6 +563,17 @@ void SplitServer::start_epoch_locked(int64_t epoch) {
   e->states.resize(e->n());
   train::set_learning_rate(*optimizer_, e->lr);
   optimizer_->zero_grad();
+  // Clients that missed a turn and have not called since are skipped, not waited for again
+  // (unless every active client is absent: then the epoch waits as usual).
+  const auto present =
+      std::count_if(e->active.begin(), e->active.end(), [&](int64_t c) { return !absent_[c]; });
+  for (int64_t p = 0; p < e->n() && present > 0; ++p) {
+    if (!absent_[e->active[p]]) continue;
+    e->dropped[p] = true;
+    log::warn("sfl server: skipping {} in epoch {}: absent since it missed a turn",
+              options_.client_id(e->active[p]), epoch);
+  }
+  while (e->turn < e->total_turns() && e->dropped[e->turn % e->n()]) ++e->turn;
   e->progress = std::make_unique<ProgressBar>(
       fmt::format("sfl epoch {}/{}", epoch + 1, options_.epochs), e->total_turns());
   epoch_ = std::move(e);
@@ -388,7 +586,14 @@ void SplitServer::advance_turn_locked() {
   auto step_if_batch_done = [&] {
     // V1: the server steps once per global batch, on gradients summed over its clients.
     if (options_.ordering == Ordering::v1 && e.turn % e.n() == 0 && e.v1_pending) {
+      // Each summed gradient was checked in its step; the update is still all-or-nothing.
+      Snapshot before = snapshot_locked();
       optimizer_->step();
+      const std::string why = check_server_locked();
+      if (!why.empty()) {
+        restore_locked(before);
+        log::warn("sfl server: V1 update of epoch {} rolled back: {}", e.index, why);
+      }
       optimizer_->zero_grad();
       e.v1_pending = false;
     }
@@ -422,20 +627,27 @@ void SplitServer::drop_locked(int64_t client, const std::string& why) {
 
 void SplitServer::check_stall_locked() {
   if (!epoch_ || stopped_) return;
-  if (now_us() - t_last_progress_us_ < settings_.step_timeout_ms * 1000) return;
   const int64_t index = epoch_->index;
+  bool dropped = false;
   if (epoch_->turn < epoch_->total_turns()) {
-    drop_locked(epoch_->active[epoch_->turn % epoch_->n()], "no step within the step timeout");
+    const int64_t client = epoch_->active[epoch_->turn % epoch_->n()];
+    if (now_us() < turn_deadline_us_locked(client)) return;
+    absent_[client] = true;  // skipped in later epochs until it calls again
+    drop_locked(client, "no step within the step timeout");
+    dropped = true;
   } else {
     for (int64_t p = 0; p < options_.n_clients; ++p) {
       // Dropping the last missing client finishes the epoch: stop looking at it then.
       if (!epoch_ || epoch_->index != index) break;
-      if (p < epoch_->n() && !epoch_->dropped[p] && !epoch_->submitted[p]) {
+      if (p < epoch_->n() && !epoch_->dropped[p] && !epoch_->submitted[p] &&
+          now_us() >= turn_deadline_us_locked(epoch_->active[p])) {
+        absent_[epoch_->active[p]] = true;
         drop_locked(epoch_->active[p], "no end-of-epoch state within the step timeout");
+        dropped = true;
       }
     }
   }
-  t_last_progress_us_ = now_us();
+  if (dropped) t_last_progress_us_ = now_us();
 }
 
 void SplitServer::maybe_finish_epoch_locked() {
@@ -460,8 +672,22 @@ void SplitServer::finish_epoch_locked() {
       states.push_back(std::move(e.states[p]));
     }
   }
-  // Unweighted FedAvg of the client sides (research/sfl.md 1.1); unchanged if everyone dropped.
-  if (!states.empty()) global_client_state_ = average_states(states);
+  // Unweighted FedAvg of the client sides (research/sfl.md 1.1), robust (protocol.h); unchanged
+  // if everyone dropped, or if the result failed its bounds (it cannot when the inputs passed).
+  if (!states.empty()) {
+    State combined = aggregate_states(global_client_state_, states, settings_.aggregation,
+                                      settings_.clip_factor, settings_.trim_fraction);
+    std::string why;
+    for (const auto& [name, t] : combined) {
+      if (why.empty()) why = check_bounded(name, t, settings_.max_abs_weight);
+    }
+    if (why.empty()) {
+      global_client_state_ = std::move(combined);
+    } else {
+      log::warn("sfl server: epoch {} average refused ({}); the client state is unchanged", e.index,
+                why);
+    }
+  }
   load_state(*eval_client_, global_client_state_);
 
   EpochRecord record;
@@ -500,14 +726,20 @@ void SplitServer::finish_epoch_locked() {
   changed_.notify_all();
 }
 
-net::Message SplitServer::on_begin_epoch(int64_t client, const net::Message& request) {
+net::Message SplitServer::on_begin_epoch(int64_t client, const net::Message& request,
+                                         const CallLimits& call) {
   const int64_t wanted = meta_int(request, "epoch");
   TESSERA_CHECK(wanted >= 0, "begin_epoch: epoch {} must be >= 0", wanted);
   std::unique_lock<std::mutex> lock(mutex_);
-  wait_locked(
-      lock, [&] { return epochs_done_ >= options_.epochs || (epoch_ && epoch_->index >= wanted); });
   net::Message reply;
   reply.method = "begin_epoch";
+  const Wait waited = wait_locked(
+      lock, [&] { return epochs_done_ >= options_.epochs || (epoch_ && epoch_->index >= wanted); },
+      call);
+  if (waited == Wait::expired) {
+    reply.meta = {{"pending", true}};
+    return reply;
+  }
   if (stopped_ || epochs_done_ >= options_.epochs || !epoch_) {
     reply.meta = {{"finished", true}, {"epoch", epochs_done_}, {"active", false}};
     told_finished_[client] = true;
@@ -535,14 +767,17 @@ net::Message SplitServer::on_begin_epoch(int64_t client, const net::Message& req
                 {"epoch", e.index},
                 {"active", active},
                 {"n_batches", e.n_batches},
-                {"lr", e.lr * options_.effective_client_lr() / options_.lr}};
+                {"lr", e.lr * options_.effective_client_lr() / options_.lr},
+                {"session", session_}};
   for (const auto& [name, t] : global_client_state_) reply.add(name, t);
   return reply;
 }
 
-net::Message SplitServer::on_step(int64_t client, const net::Message& request) {
+net::Message SplitServer::on_step(int64_t client, const net::Message& request,
+                                  const CallLimits& call) {
   const int64_t epoch = meta_int(request, "epoch");
   const int64_t batch = meta_int(request, "batch");
+  const int64_t session = meta_int(request, "session");
   // Validate before waiting, so a bad message is refused at once and never enters the model.
   const torch::Tensor& z = request.tensor("z");
   const torch::Tensor& y = request.tensor("y");
@@ -555,10 +790,15 @@ net::Message SplitServer::on_step(int64_t client, const net::Message& request) {
   const int64_t n_classes = server_->num_classes();
   TESSERA_CHECK(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < n_classes,
                 "step: labels outside [0, {})", n_classes);
+  const double z_max = z.abs().max().item<double>();
 
   net::Message reply;
   reply.method = "step";
   std::unique_lock<std::mutex> lock(mutex_);
+  if (session != session_) {
+    reply.meta["restarted"] = true;  // the server restarted: redo the epoch from its start
+    return reply;
+  }
   if (!epoch_ || epoch_->index != epoch) {
     // A step for an epoch that is over: the client was dropped from it.
     TESSERA_CHECK(!epoch_ || epoch < epoch_->index || epochs_done_ >= options_.epochs,
@@ -577,47 +817,121 @@ net::Message SplitServer::on_step(int64_t client, const net::Message& request) {
     reply.meta["dropped"] = true;
     return reply;
   }
+  if (z_max > settings_.max_abs_activation) {
+    const std::string why = fmt::format("smashed data reaches {:.3g} (bound {:.3g})", z_max,
+                                        settings_.max_abs_activation);
+    drop_locked(client, why);
+    TESSERA_CHECK(false, "step: {}; {} is dropped from epoch {}", why, options_.client_id(client),
+                  epoch);
+  }
   TESSERA_CHECK(my_turn >= e->turn, "step: batch {} of {} was already taken", batch,
                 options_.client_id(client));
   const auto same_epoch = [&] { return epoch_ && epoch_->index == epoch; };
-  const bool ok = wait_locked(
-      lock, [&] { return !same_epoch() || epoch_->dropped[pos] || epoch_->turn == my_turn; });
-  if (!ok || !same_epoch() || epoch_->dropped[pos]) {
+  const Wait waited = wait_locked(
+      lock, [&] { return !same_epoch() || epoch_->dropped[pos] || epoch_->turn == my_turn; }, call);
+  if (waited == Wait::expired && same_epoch() && !epoch_->dropped[pos]) {
+    reply.meta["pending"] = true;  // the client sends the same step again
+    return reply;
+  }
+  if (waited != Wait::ready || !same_epoch() || epoch_->dropped[pos]) {
     reply.meta["dropped"] = true;
     return reply;
   }
   e = epoch_.get();
-
-  // Server part of the split step (research/sfl.md 1.1 step 2). Its random numbers come from a
-  // generator state fixed by (seed, epoch, turn), the same in process and over gRPC.
-  std::lock_guard<std::mutex> rng_lock(torch_rng_mutex());
-  torch::manual_seed(options_.seed * 1000003 + static_cast<uint64_t>(e->index) * 7919 +
-                     static_cast<uint64_t>(my_turn) + 1);
-  server_->train();
-  if (options_.ordering == Ordering::v2) optimizer_->zero_grad();
-  torch::Tensor z_in = z.clone().requires_grad_(true);
-  const torch::Tensor logits = server_->forward(z_in);
-  const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
-  loss.backward();
-  torch::Tensor grad = z_in.grad().detach().clone();
-  if (options_.ordering == Ordering::v2) optimizer_->step();
-  if (options_.grad_noise > 0.0) grad += options_.grad_noise * torch::rand_like(grad);
-  e->loss_sum += loss.item<double>();
-  e->correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-  e->seen += y.size(0);
-  ++e->n_steps;
-  e->progress->update();
-  e->progress->set_postfix(
-      fmt::format("loss {:.3f}", e->loss_sum / static_cast<double>(e->n_steps)));
-  e->v1_pending = true;
+  torch::Tensor grad;
+  const std::string why = server_step_locked(my_turn, z, y, grad);
+  if (!why.empty()) {
+    drop_locked(client, "step rolled back: " + why);
+    TESSERA_CHECK(false, "step rolled back ({}); {} is dropped from epoch {}", why,
+                  options_.client_id(client), epoch);
+  }
   for (const auto& observer : observers_) observer(client, z, y);
   advance_turn_locked();
   reply.add("grad", grad);
   return reply;
 }
 
+std::string SplitServer::server_step_locked(int64_t turn, const torch::Tensor& z,
+                                            const torch::Tensor& y, torch::Tensor& grad) {
+  Epoch& e = *epoch_;
+  Snapshot before = snapshot_locked();
+  // Server part of the split step (research/sfl.md 1.1 step 2). Its random numbers come from a
+  // generator state fixed by (seed, epoch, turn), the same in process and over gRPC.
+  std::lock_guard<std::mutex> rng_lock(torch_rng_mutex());
+  torch::manual_seed(options_.seed * 1000003 + static_cast<uint64_t>(e.index) * 7919 +
+                     static_cast<uint64_t>(turn) + 1);
+  server_->train();
+  if (options_.ordering == Ordering::v2) optimizer_->zero_grad();
+  torch::Tensor z_in = z.clone().requires_grad_(true);
+  const torch::Tensor logits = server_->forward(z_in);
+  const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+  loss.backward();
+  grad = z_in.grad().detach().clone();
+  // All or nothing: the loss, the returned gradient and every server gradient must be finite
+  // before the update, and the weights and BN statistics within bounds after it.
+  constexpr double kAny = std::numeric_limits<double>::max();  // finite is enough here
+  std::string why = check_bounded("loss", loss.detach(), kAny);
+  if (why.empty()) why = check_bounded("dL/dz", grad, kAny);
+  for (const auto& item : server_->named_parameters()) {
+    if (why.empty()) why = check_bounded(item.key() + ".grad", item.value().grad(), kAny);
+  }
+  if (why.empty() && options_.ordering == Ordering::v2) optimizer_->step();
+  if (why.empty()) why = check_server_locked();
+  if (!why.empty()) {
+    restore_locked(before);
+    return why;
+  }
+  if (options_.grad_noise > 0.0) grad += options_.grad_noise * torch::rand_like(grad);
+  e.loss_sum += loss.item<double>();
+  e.correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+  e.seen += y.size(0);
+  ++e.n_steps;
+  e.progress->update();
+  e.progress->set_postfix(fmt::format("loss {:.3f}", e.loss_sum / static_cast<double>(e.n_steps)));
+  e.v1_pending = true;
+  return "";
+}
+
+SplitServer::Snapshot SplitServer::snapshot_locked() const {
+  Snapshot s;
+  for (const auto& p : server_->parameters()) {
+    s.params.push_back(p.detach().clone());
+    s.grads.push_back(p.grad().defined() ? p.grad().detach().clone() : torch::Tensor());
+  }
+  for (const auto& b : server_->buffers()) s.buffers.push_back(b.detach().clone());
+  for (const auto& [key, state] : optimizer_->state())
+    s.optimizer.emplace_back(key, copy_state(*state));
+  return s;
+}
+
+void SplitServer::restore_locked(Snapshot& s) {
+  torch::NoGradGuard no_grad;
+  const auto params = server_->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    params[i].copy_(s.params[i]);
+    params[i].mutable_grad() = s.grads[i];
+  }
+  const auto buffers = server_->buffers();
+  for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(s.buffers[i]);
+  optimizer_->state().clear();
+  for (auto& [key, state] : s.optimizer) optimizer_->state()[key] = std::move(state);
+}
+
+std::string SplitServer::check_server_locked() const {
+  for (const auto& item : server_->named_parameters()) {
+    std::string why = check_bounded(item.key(), item.value(), settings_.max_abs_weight);
+    if (!why.empty()) return why;
+  }
+  for (const auto& item : server_->named_buffers()) {
+    std::string why = check_bounded(item.key(), item.value(), settings_.max_abs_weight);
+    if (!why.empty()) return why;
+  }
+  return "";
+}
+
 net::Message SplitServer::on_end_epoch(int64_t client, const net::Message& request) {
   const int64_t epoch = meta_int(request, "epoch");
+  const int64_t session = meta_int(request, "session");
   // Same names, shapes and dtypes as the global state, finite values.
   TESSERA_CHECK(request.tensors.size() == global_client_state_.size(),
                 "end_epoch: {} state tensors, expected {}", request.tensors.size(),
@@ -631,9 +945,17 @@ net::Message SplitServer::on_end_epoch(int64_t client, const net::Message& reque
                       net::TensorSpec{expected.scalar_type(), expected.sizes().vec()},
                       "end_epoch: client state '" + name + "'");
   }
+  std::string out_of_bounds;
+  for (const auto& [name, t] : request.tensors) {
+    if (out_of_bounds.empty()) out_of_bounds = check_bounded(name, t, settings_.max_abs_weight);
+  }
   net::Message reply;
   reply.method = "end_epoch";
   std::lock_guard<std::mutex> lock(mutex_);
+  if (session != session_) {
+    reply.meta["restarted"] = true;
+    return reply;
+  }
   if (!epoch_ || epoch_->index != epoch) {
     reply.meta["accepted"] = false;
     return reply;
@@ -646,6 +968,11 @@ net::Message SplitServer::on_end_epoch(int64_t client, const net::Message& reque
   }
   TESSERA_CHECK(e.turn > (e.n_batches - 1) * e.n() + pos,
                 "end_epoch: {} has steps left in epoch {}", options_.client_id(client), epoch);
+  if (!out_of_bounds.empty()) {
+    drop_locked(client, "client state out of bounds: " + out_of_bounds);
+    TESSERA_CHECK(false, "end_epoch: client state out of bounds ({}); {} is dropped from epoch {}",
+                  out_of_bounds, options_.client_id(client), epoch);
+  }
   State state;
   for (const auto& [name, t] : request.tensors) state.emplace_back(name, t.clone());
   e.states[pos] = std::move(state);
@@ -688,7 +1015,7 @@ void SplitServer::load_checkpoint() {
     archive.load_from(bytes);
     c10::IValue meta_value;
     archive.read("meta", meta_value);
-    const nlohmann::json meta = nlohmann::json::parse(meta_value.toStringRef());
+    const nlohmann::json meta = parse_json(meta_value.toStringRef(), "checkpoint " + path);
     const SflOptions saved = SflOptions::from_json(meta.at("options"));
     TESSERA_CHECK(saved.to_json() == options_.to_json(),
                   "checkpoint {} was written for other SFL options; refusing to resume", path);

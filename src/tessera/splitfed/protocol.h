@@ -5,12 +5,19 @@
 //
 // Messages (client -> server; all carry the client id given by the transport):
 //   join         meta {n_samples}              -> meta {options (SflOptions JSON), index}
-//   begin_epoch  meta {epoch}                  -> blocks until that epoch (or a later one) starts;
-//                                                 meta {epoch, active, finished, n_batches, lr},
-//                                                 tensors: the averaged client-side state
-//   step         meta {epoch, batch}, z, y     -> blocks until it is this client's turn;
+//   begin_epoch  meta {epoch}                  -> waits until that epoch (or a later one) starts;
+//                                                 meta {epoch, active, finished, n_batches, lr,
+//                                                 session}, tensors: the averaged client state
+//   step         meta {epoch, batch, session}, z, y
+//                                              -> waits until it is this client's turn;
 //                                                 tensors: grad (dL/dz), or meta {dropped: true}
-//   end_epoch    meta {epoch}, client state    -> meta {} (averaging happens when all are in)
+//   end_epoch    meta {epoch, session}, client state
+//                                              -> meta {accepted} (averaging when all are in)
+// Waiting calls long-poll: after ServerSettings::long_poll_ms (or near the caller's deadline)
+// they answer meta {pending: true} and the client sends the same message again, so no call
+// outlives its deadline. A step or end_epoch whose session is not the server's (the server was
+// restarted from its checkpoint) is answered meta {restarted: true}: the client asks for the
+// epoch again and redoes it from its first batch.
 #pragma once
 
 #include <torch/torch.h>
@@ -116,14 +123,51 @@ struct EpochRecord {
   static EpochRecord from_json(const nlohmann::json& json);
 };
 
+/// How the end-of-epoch client states are combined (robust aggregation against a poisoning
+/// client). mean: FedAvg of the updates, each clipped (ServerSettings::clip_factor); median:
+/// coordinate-wise median of the states; trimmed_mean: per coordinate, the mean after dropping
+/// the k largest and k smallest values (k from ServerSettings::trim_fraction).
+enum class Aggregation { mean, median, trimmed_mean };
+/// "mean", "median" or "trimmed_mean"; throws tessera::Error listing the valid names.
+Aggregation parse_aggregation(const std::string& name);
+std::string aggregation_name(Aggregation aggregation);
+
+/// Combines client states (same names, shapes, dtypes) with `global` the state they started
+/// from. Floating tensors follow `aggregation`; integer ones (BN batch counters) are averaged.
+/// mean + clip_factor > 0: each update (state - global) whose L2 norm over all floating tensors
+/// exceeds clip_factor x the median norm of the updates is scaled down to that bound.
+State aggregate_states(const State& global, const std::vector<State>& states,
+                       Aggregation aggregation, double clip_factor, double trim_fraction);
+
+/// Called with every accepted step's smashed data (curious-server attacks observe here).
+using SmashedObserver =
+    std::function<void(int64_t client, const torch::Tensor& z, const torch::Tensor& y)>;
+
 /// Server-only settings (not sent to clients).
 struct ServerSettings {
   /// A client whose turn it is and who has not sent its step within this time is dropped for
   /// the rest of the epoch; the run goes on without it (it may rejoin at the next epoch).
   int64_t step_timeout_ms = 30000;
-  int64_t max_batch = 1024;                 ///< largest batch accepted in one step
-  std::string checkpoint_path;              ///< written atomically after every epoch ("" = none)
-  bool resume = false;                      ///< load checkpoint_path if it exists
+  /// A client the server has not heard from since it started is waited for this long (counted
+  /// from the server's start) before its turns are skipped; once heard from, its step timeout
+  /// counts from then, so a client that joins late is not dropped before it joins.
+  int64_t join_timeout_ms = 300000;
+  /// Longest a call waits on the server before it is answered {pending: true} (long poll).
+  int64_t long_poll_ms = 5000;
+  /// Bounds of a step and of an end-of-epoch state: smashed data with |z| > max_abs_activation
+  /// is refused and its sender dropped from the epoch; a server step whose result (loss,
+  /// returned gradient, server weights, BN statistics) is non-finite or has a value beyond
+  /// max_abs_weight, or a negative BN variance, is rolled back (weights, optimizer, BN
+  /// statistics) and its sender dropped; a client state with a value beyond max_abs_weight is
+  /// refused and its sender dropped.
+  double max_abs_activation = 1e4;
+  double max_abs_weight = 1e4;
+  Aggregation aggregation = Aggregation::mean;
+  double clip_factor = 2.0;     ///< mean only: update norm bound, x the median norm (0 = off)
+  double trim_fraction = 0.2;   ///< trimmed_mean: k = max(1, floor(f n)), at most (n - 1) / 2
+  int64_t max_batch = 1024;     ///< largest batch accepted in one step
+  std::string checkpoint_path;  ///< written atomically after every epoch ("" = none)
+  bool resume = false;          ///< load checkpoint_path if it exists
   const data::Dataset* test_set = nullptr;  ///< evaluated after every epoch when given
   /// Initial client-side / server-side states (empty: the seeded fresh model). ResSFL's
   /// resistance transfer starts from a pre-trained expert (research/sfl.md 3.4 B). A resumed
@@ -133,11 +177,15 @@ struct ServerSettings {
   /// Called after every epoch's averaging, under the server's lock, with the epoch (0-based) and
   /// the averaged client-side state (attack-strength checkpoints, research/sfl.md 3.4 Fig. 5).
   std::function<void(int64_t epoch, const State& client_state)> on_epoch_end;
+  /// Added to the observers (SplitServer::add_observer): called after every accepted step.
+  SmashedObserver on_step;
 };
 
-/// Called with every accepted step's smashed data (curious-server attacks observe here).
-using SmashedObserver =
-    std::function<void(int64_t client, const torch::Tensor& z, const torch::Tensor& y)>;
+/// What a transport knows of the call being handled (net::CallContext, without gRPC).
+struct CallLimits {
+  int64_t deadline_us = 0;          ///< the caller's deadline on the now_us() clock; 0 = none
+  std::function<bool()> cancelled;  ///< true once the caller has gone; empty = never
+};
 
 /// The server: one server-side model, the averaged client-side state, the epoch/turn machine.
 /// Thread-safe: each client's calls may arrive on its own thread.
@@ -148,7 +196,10 @@ class SplitServer {
 
   /// The one entry point of both transports. Validates every tensor (dtype, shape, size,
   /// finite, label range) and throws tessera::Error to refuse a bad message.
-  net::Message handle(const std::string& client_id, const net::Message& request);
+  /// A call that waits returns {pending: true} by `call`'s deadline (less a margin) or when the
+  /// caller has gone, and by long_poll_ms at the latest.
+  net::Message handle(const std::string& client_id, const net::Message& request,
+                      const CallLimits& call = {});
 
   /// Wakes every blocked call; later calls are refused. For shutdown.
   void stop();
@@ -174,10 +225,19 @@ class SplitServer {
 
  private:
   struct Epoch;
+  struct Snapshot;
+  enum class Wait { ready, stopped, expired };
   net::Message on_join(int64_t client, const net::Message& request);
-  net::Message on_begin_epoch(int64_t client, const net::Message& request);
-  net::Message on_step(int64_t client, const net::Message& request);
+  net::Message on_begin_epoch(int64_t client, const net::Message& request, const CallLimits& call);
+  net::Message on_step(int64_t client, const net::Message& request, const CallLimits& call);
   net::Message on_end_epoch(int64_t client, const net::Message& request);
+  void seen_locked(int64_t client);
+  int64_t turn_deadline_us_locked(int64_t client) const;
+  std::string server_step_locked(int64_t turn, const torch::Tensor& z, const torch::Tensor& y,
+                                 torch::Tensor& grad);
+  Snapshot snapshot_locked() const;
+  void restore_locked(Snapshot& snapshot);
+  std::string check_server_locked() const;
   int64_t client_index(const std::string& client_id) const;
   void start_epoch_locked(int64_t epoch);
   void advance_turn_locked();
@@ -187,7 +247,8 @@ class SplitServer {
   void finish_epoch_locked();
   void save_checkpoint_locked() const;
   void load_checkpoint();
-  bool wait_locked(std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready);
+  Wait wait_locked(std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready,
+                   const CallLimits& call);
 
   SflOptions options_;
   ServerSettings settings_;
@@ -205,6 +266,13 @@ class SplitServer {
   bool stopped_ = false;
   int64_t t_last_progress_us_ = 0;
   std::vector<bool> told_finished_;  ///< per client: got a finished begin_epoch reply
+  /// Liveness: when each client was first heard from by this server process (-1: not yet),
+  /// and whether it missed its turn and is skipped until it calls again.
+  int64_t t_start_us_ = 0;
+  std::vector<int64_t> first_seen_us_;
+  std::vector<bool> absent_;
+  /// Differs in every server process: a step of another session predates a restart.
+  int64_t session_ = 0;
 };
 
 }  // namespace tessera::splitfed

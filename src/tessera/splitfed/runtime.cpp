@@ -2,11 +2,13 @@
 #include "tessera/splitfed/runtime.h"
 
 #include <exception>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/core/timer.h"
 
@@ -62,9 +64,11 @@ RunResult serve_grpc(const SflOptions& options, ServerSettings settings,
                      const std::function<void(int port)>& on_listening) {
   Timer timer;
   SplitServer server(options, settings);
-  net::Server transport(net_options, [&](const std::string& id, const net::Message& request) {
-    return server.handle(id, request);
-  });
+  net::Server transport(
+      net_options, net::ContextHandler([&](const std::string& id, const net::Message& request,
+                                           const net::CallContext& call) {
+        return server.handle(id, request, CallLimits{call.deadline_us, call.cancelled});
+      }));
   if (on_listening) on_listening(transport.port());
   while (!server.wait_finished(1000)) {
   }
@@ -80,19 +84,54 @@ RunResult serve_grpc(const SflOptions& options, ServerSettings settings,
   return result;
 }
 
-std::map<std::string, std::string> client_tokens(const std::string& path, const std::string& token,
+namespace {
+
+/// "client_id token" pairs of a token file, in order; throws on an odd count.
+std::vector<std::pair<std::string, std::string>> token_lines(const std::string& path) {
+  std::istringstream in(read_file(path));
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  TESSERA_CHECK(words.size() % 2 == 0, "token file {}: expected 'client_id token' lines", path);
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (size_t i = 0; i < words.size(); i += 2) pairs.emplace_back(words[i], words[i + 1]);
+  return pairs;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> client_tokens(const std::string& path,
                                                  const SflOptions& options) {
+  TESSERA_CHECK(!path.empty(), "the server needs --tokens FILE ('client_id token' lines)");
   std::map<std::string, std::string> tokens;
-  if (!path.empty()) {
-    std::istringstream in(read_file(path));
-    std::string id, secret;
-    while (in >> id >> secret) tokens[id] = secret;
-    TESSERA_CHECK(!tokens.empty(), "token file {} holds no 'client_id token' lines", path);
-  } else {
-    TESSERA_CHECK(!token.empty(), "the server needs --tokens FILE or --token SECRET");
-    for (int64_t i = 0; i < options.n_clients; ++i) tokens[options.client_id(i)] = token;
+  std::set<std::string> secrets;
+  for (const auto& [id, secret] : token_lines(path)) {
+    TESSERA_CHECK(tokens.emplace(id, secret).second, "token file {}: client id '{}' appears twice",
+                  path, id);
+    TESSERA_CHECK(secrets.insert(secret).second,
+                  "token file {}: '{}' shares its token with another client (one token per "
+                  "client id)",
+                  path, id);
   }
+  for (int64_t i = 0; i < options.n_clients; ++i) {
+    TESSERA_CHECK(tokens.count(options.client_id(i)) == 1, "token file {}: no token for '{}'", path,
+                  options.client_id(i));
+  }
+  TESSERA_CHECK(static_cast<int64_t>(tokens.size()) == options.n_clients,
+                "token file {}: {} client ids for a run of {} clients", path, tokens.size(),
+                options.n_clients);
   return tokens;
+}
+
+std::string read_client_token(const std::string& path, const std::string& client_id) {
+  std::istringstream in(read_file(path));
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  if (words.size() == 1) return words[0];
+  for (const auto& [id, secret] : token_lines(path)) {
+    if (id == client_id) return secret;
+  }
+  TESSERA_CHECK(false, "token file {} holds no token for '{}'", path, client_id);
+  return "";
 }
 
 ClientReport run_grpc_client(const net::ClientOptions& net_options, const data::Dataset& train_set,
@@ -125,7 +164,7 @@ SavedRun load_run(const std::string& path) {
   const auto it = file.metadata.find("tessera.sfl");
   TESSERA_CHECK(it != file.metadata.end(), "{} is not a saved SFL run (no tessera.sfl metadata)",
                 path);
-  nlohmann::json json = nlohmann::json::parse(it->second, nullptr, false);
+  nlohmann::json json = parse_json(it->second, path + ": tessera.sfl metadata");
   TESSERA_CHECK(!json.is_discarded(), "{}: tessera.sfl metadata is not JSON", path);
   SavedRun run;
   run.options = SflOptions::from_json(json);

@@ -40,10 +40,15 @@ RunResult serve_grpc(const SflOptions& options, ServerSettings settings,
                      const net::ServerOptions& net_options, int64_t linger_ms = 2000,
                      const std::function<void(int port)>& on_listening = {});
 
-/// The server's per-client secrets: `path`, a file of "client_id token" lines, or (no path) the
-/// one `token` for every client id of the run. Throws tessera::Error when neither gives any.
-std::map<std::string, std::string> client_tokens(const std::string& path, const std::string& token,
+/// The server's per-client secrets from `path`, a file of "client_id token" lines: every client
+/// id of the run exactly once, no other id, and no two clients with the same token (a shared
+/// token would let one client act as another). Throws tessera::Error naming the problem.
+std::map<std::string, std::string> client_tokens(const std::string& path,
                                                  const SflOptions& options);
+
+/// A client's secret from `path`: a file holding either the token alone or "client_id token"
+/// lines (the server's file: the line of `client_id` is used). Throws tessera::Error if absent.
+std::string read_client_token(const std::string& path, const std::string& client_id);
 
 /// gRPC client process: joins `net_options.address` as `net_options.client_id`.
 ClientReport run_grpc_client(const net::ClientOptions& net_options, const data::Dataset& train_set,

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "tessera/core/error.h"
+#include "tessera/core/json.h"
 #include "tessera/core/safetensors.h"
 
 namespace tessera::subnet {
@@ -53,19 +54,26 @@ nlohmann::json SlimNetOptions::to_json() const {
 
 SlimNetOptions SlimNetOptions::from_json(const nlohmann::json& json) {
   TESSERA_CHECK(json.is_object(), "subnet options must be a JSON object");
+  // Integers only (get<int64_t>() would truncate 1.9 to 1); validate() checks the real ranges.
+  constexpr int64_t kMaxSize = int64_t{1} << 30;
   SlimNetOptions o;
   for (const auto& [key, value] : json.items()) {
     try {
       if (key == "in_channels") {
-        o.in_channels = value.get<int64_t>();
+        o.in_channels = json_integer(value, "subnet options: 'in_channels'", 0, kMaxSize);
       } else if (key == "image_size") {
-        o.image_size = value.get<int64_t>();
+        o.image_size = json_integer(value, "subnet options: 'image_size'", 0, kMaxSize);
       } else if (key == "num_classes") {
-        o.num_classes = value.get<int64_t>();
+        o.num_classes = json_integer(value, "subnet options: 'num_classes'", 0, kMaxSize);
       } else if (key == "stage_channels") {
-        o.stage_channels = value.get<std::vector<int64_t>>();
+        TESSERA_CHECK(value.is_array(), "subnet options: 'stage_channels' must be an array");
+        o.stage_channels.clear();
+        for (const auto& channels : value) {
+          o.stage_channels.push_back(
+              json_integer(channels, "subnet options: 'stage_channels'", 0, kMaxSize));
+        }
       } else if (key == "blocks_per_stage") {
-        o.blocks_per_stage = value.get<int64_t>();
+        o.blocks_per_stage = json_integer(value, "subnet options: 'blocks_per_stage'", 0, kMaxSize);
       } else {
         throw Error(fmt::format("subnet options: unknown key '{}'", key));
       }
@@ -400,7 +408,8 @@ LoadedSlimNet load_slim_net(const std::string& path) {
   LoadedSlimNet out;
   std::vector<SubnetSpec> specs;
   try {
-    const nlohmann::json json = nlohmann::json::parse(meta->second);
+    const nlohmann::json json =
+        parse_json(meta->second, fmt::format("'{}': metadata {}", path, kMetaKey));
     out.net = SlimNet(SlimNetOptions::from_json(json.at("options")));
     for (const auto& s : json.at("subnets")) specs.push_back({s.get<std::vector<int64_t>>()});
     out.info = json.value("info", nlohmann::json());

@@ -139,6 +139,11 @@ EvalResult evaluate(const std::function<torch::Tensor(const torch::Tensor&)>& fo
     auto images = dataset.images.slice(0, begin, end);
     auto labels = dataset.labels.slice(0, begin, end);
     auto logits = forward(images);
+    // cross_entropy would say only "Target 9 is out of bounds." (e.g. 10-class data, 5 outputs).
+    const int64_t top_label = labels.max().item<int64_t>();
+    TESSERA_CHECK(logits.dim() == 2 && top_label < logits.size(1),
+                  "data set '{}' has label {} but the model gives {} outputs", dataset.name,
+                  top_label, logits.dim() == 2 ? logits.size(1) : 0);
     loss_sum +=
         torch::nn::functional::cross_entropy(
             logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
