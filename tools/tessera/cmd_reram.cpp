@@ -8,6 +8,7 @@
 #include "tessera/core/fs.h"
 #include "tessera/core/report.h"
 #include "tessera/reram/bench.h"
+#include "tessera/reram/bench_budget.h"
 
 namespace {
 
@@ -193,6 +194,7 @@ struct MapOutput {
 };
 
 void run_map(const reram::MapOptions& options, const MapOutput& output) {
+  tessera::cli::check_writable({output.out, output.json});
   const reram::MapResult r = reram::run_map(options);
   if (!output.out.empty()) tessera::write_file_atomic(output.out, r.stats_json().dump(2) + "\n");
   if (output.layers) std::cout << r.layer_table().to_string() << "\n";
@@ -269,6 +271,51 @@ void register_bench(CLI::App* group) {
   sub->callback([options, json] { run_bench(*options, *json); });
 }
 
+void run_budgets(const reram::BudgetBenchOptions& options, const std::string& json) {
+  tessera::cli::check_writable({json});
+  const reram::BudgetBenchResult r = reram::run_budget_bench(options);
+  std::cout << r.summary() << "\n"
+            << r.ratio_table().to_string() << "\n"
+            << r.cost_table().to_string();
+  tessera::Report report("reram budgets", r.config, options.base.seed);
+  report.results() = r.to_json();
+  report.write(json);
+}
+
+void register_budgets(CLI::App* group) {
+  auto options = std::make_shared<reram::BudgetBenchOptions>();
+  auto json = std::make_shared<std::string>();
+  auto* sub = group->add_subcommand(
+      "budgets", "per-row plane budgets + residual squeeze-out against the named baselines");
+  reram::BenchOptions& b = options->base;
+  add_bench_donor_flags(sub, b);
+  sub->add_option("--resnet-budgets", options->resnet_budgets, "mean plane budgets (ResNet-50)")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--mobilenet-budgets", options->mobilenet_budgets,
+                  "mean plane budgets (MobileNetV2)")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--residual-fill", options->residual_fill,
+                  "blocks filling less than this of a crossbar move to the residual (0: none)")
+      ->capture_default_str();
+  sub->add_option("--fisher-images", options->fisher_images, "images of the Fisher sensitivity")
+      ->capture_default_str();
+  sub->add_option("--val-images", b.val_images, "held-out training images (selection)")
+      ->capture_default_str();
+  sub->add_option("--test-images", b.test_images, "first N test images (0 = all 10000)")
+      ->capture_default_str();
+  sub->add_option("--max-drop", b.max_drop_points, "validation budget in points")
+      ->capture_default_str();
+  add_fine_tune_flags(sub, b.fine_tune);
+  sub->add_option("--spec", b.spec, "SME hardware spec JSON (default: the diff8 baseline's)")
+      ->capture_default_str();
+  tessera::cli::add_data_option(sub, b.data_dir);
+  tessera::cli::add_seed_option(sub, b.seed);
+  tessera::cli::add_json_option(sub, *json);
+  sub->callback([options, json] { run_budgets(*options, *json); });
+}
+
 struct ExportOptions {
   reram::ImagenetNetwork network = reram::ImagenetNetwork::ResNet50;
   std::string out;
@@ -296,6 +343,7 @@ void register_reram(CLI::App& app, tessera::cli::Tour& tour) {
   register_map(group);
   register_sweep(group);
   register_bench(group);
+  register_budgets(group);
   register_export(group);
   tour.add("reram", &reram::tour);
   tour.add_references(reram::reference_models());

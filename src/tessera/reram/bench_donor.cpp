@@ -125,6 +125,22 @@ train::TrainOptions FineTuneOptions::train_options(const std::string& progress_l
 
 models::Model fine_tune_quantized(models::Model& model, int bits, const BitSparseOptions* quantizer,
                                   const data::Dataset& train_set, const FineTuneOptions& options) {
+  WeightProjection project;
+  if (quantizer != nullptr) {
+    const BitSparseOptions q = *quantizer;
+    project = [q](const workload::Workload& w, const std::vector<quant::QuantizedTensor>& u) {
+      return bit_sparse_all(w, u, q);
+    };
+  }
+  const std::string label = fmt::format(
+      "fine-tune {} {}", model->config().name,
+      quantizer != nullptr ? "bit-sparse " + quantizer->describe() : fmt::format("{}-bit", bits));
+  return fine_tune_projected(model, bits, project, train_set, options, label);
+}
+
+models::Model fine_tune_projected(models::Model& model, int bits, const WeightProjection& project,
+                                  const data::Dataset& train_set, const FineTuneOptions& options,
+                                  const std::string& label) {
   options.validate();
   models::Model copy = models::clone(model);
   if (options.steps == 0) {
@@ -140,18 +156,76 @@ models::Model fine_tune_quantized(models::Model& model, int bits, const BitSpars
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < params.size(); ++i) masters[i] = params[i].detach().clone();
     std::vector<quant::QuantizedTensor> q = quantize_model(copy, w, bits);
-    if (quantizer != nullptr) q = bit_sparse_all(w, q, *quantizer);
+    if (project) q = project(w, q);
     quant::load_into_module(q, *copy);
   };
   hooks.after_backward = [&](int64_t) {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < params.size(); ++i) params[i].copy_(masters[i]);
   };
-  const std::string label = fmt::format(
-      "fine-tune {} {}", copy->config().name,
-      quantizer != nullptr ? "bit-sparse " + quantizer->describe() : fmt::format("{}-bit", bits));
   train::fit(copy, train_set, nullptr, options.train_options(label), hooks);
   return copy;
+}
+
+std::vector<torch::Tensor> fisher_sensitivity(models::Model& model, const data::Dataset& data_set,
+                                              int64_t max_images, int64_t batch_size) {
+  TESSERA_CHECK(max_images > 0 && batch_size > 0,
+                "fisher: max_images {} and batch_size {} must be positive", max_images, batch_size);
+  const bool was_training = model->is_training();
+  model->eval();  // BN statistics stay the trained ones
+  const std::vector<torch::Tensor> params = quantized_parameters(model);
+  std::vector<torch::Tensor> fisher;
+  for (const torch::Tensor& p : params) fisher.push_back(torch::zeros_like(p).detach());
+  const int64_t n = std::min(max_images, data_set.size());
+  int64_t batches = 0;
+  for (int64_t begin = 0; begin < n; begin += batch_size, ++batches) {
+    const int64_t end = std::min(n, begin + batch_size);
+    model->zero_grad();
+    const torch::Tensor logits = model->forward(data_set.images.slice(0, begin, end));
+    torch::nn::functional::cross_entropy(logits, data_set.labels.slice(0, begin, end)).backward();
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i].grad().defined()) fisher[i] += params[i].grad().square();
+    }
+  }
+  model->zero_grad();
+  model->train(was_training);
+  for (torch::Tensor& f : fisher) f /= static_cast<double>(std::max<int64_t>(batches, 1));
+  return fisher;
+}
+
+std::vector<uint8_t> correct_images(models::Model& model,
+                                    const std::vector<quant::QuantizedTensor>& weights,
+                                    const data::Dataset& data_set) {
+  models::Model copy = models::clone(model);
+  quant::load_into_module(weights, *copy);
+  copy->eval();
+  torch::NoGradGuard no_grad;
+  std::vector<uint8_t> out;
+  for (int64_t begin = 0; begin < data_set.size(); begin += 512) {
+    const int64_t end = std::min(data_set.size(), begin + 512);
+    const torch::Tensor hit = (copy->forward(data_set.images.slice(0, begin, end)).argmax(1) ==
+                               data_set.labels.slice(0, begin, end))
+                                  .to(torch::kUInt8)
+                                  .contiguous();
+    out.insert(out.end(), hit.data_ptr<uint8_t>(), hit.data_ptr<uint8_t>() + hit.numel());
+  }
+  return out;
+}
+
+PairedDrop paired_drop(const std::vector<uint8_t>& reference, const std::vector<uint8_t>& other) {
+  TESSERA_CHECK(reference.size() == other.size() && !reference.empty(),
+                "paired_drop: {} and {} images", reference.size(), other.size());
+  const double n = static_cast<double>(reference.size());
+  double sum = 0, sum2 = 0;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    const double d = static_cast<double>(reference[i]) - static_cast<double>(other[i]);
+    sum += d;
+    sum2 += d * d;
+  }
+  const double mean = sum / n;
+  const double var = n > 1 ? (sum2 - n * mean * mean) / (n - 1) : 0.0;
+  return {100 * mean, 100 * std::sqrt(std::max(var, 0.0) / n), static_cast<int64_t>(n)};
 }
 
 void recalibrate_batch_norm(models::Model& model, const data::Dataset& train_set,

@@ -78,6 +78,37 @@ struct FineTuneOptions {
 models::Model fine_tune_quantized(models::Model& model, int bits, const BitSparseOptions* quantizer,
                                   const data::Dataset& train_set, const FineTuneOptions& options);
 
+/// Projects a model's uniform weights (quantize_model's order) onto what is deployed: the
+/// bit-sparse quantizer, per-row plane budgets, ...
+using WeightProjection = std::function<std::vector<quant::QuantizedTensor>(
+    const workload::Workload&, const std::vector<quant::QuantizedTensor>&)>;
+
+/// fine_tune_quantized with any projection applied after the uniform quantizer in every step
+/// (`project` empty: the plain uniform model). `label` names the progress bar.
+models::Model fine_tune_projected(models::Model& model, int bits, const WeightProjection& project,
+                                  const data::Dataset& train_set, const FineTuneOptions& options,
+                                  const std::string& label);
+
+/// Diagonal Fisher information of every conv/linear weight (quantize_model's order): the mean
+/// squared gradient of the cross-entropy over the first `max_images` images of `data_set`, in
+/// batches of `batch_size` (the model's train/eval mode is kept; BN in eval mode). Used as the
+/// sensitivity of the plane-budget allocation (planes.h).
+std::vector<torch::Tensor> fisher_sensitivity(models::Model& model, const data::Dataset& data_set,
+                                              int64_t max_images, int64_t batch_size = 64);
+
+/// Per image of `data_set`: 1 when `model` with `weights` (dequantized) classifies it correctly.
+std::vector<uint8_t> correct_images(models::Model& model,
+                                    const std::vector<quant::QuantizedTensor>& weights,
+                                    const data::Dataset& data_set);
+
+/// The accuracy difference of two classifiers on the same images, in points, and its paired
+/// standard error: 100 x mean(a - b), 100 x sd(a - b) / sqrt(n).
+struct PairedDrop {
+  double points = 0, standard_error = 0;
+  int64_t images = 0;
+};
+PairedDrop paired_drop(const std::vector<uint8_t>& reference, const std::vector<uint8_t>& other);
+
 /// Re-estimates every BatchNorm2d's running mean and variance over the first `max_images`
 /// images of `train_set` with the model's current weights (cumulative average in train mode, no
 /// gradient, batches of 256); leaves the model in eval mode. After a short training the running

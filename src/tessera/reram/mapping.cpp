@@ -5,10 +5,13 @@
 
 #include <time.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "tessera/core/error.h"
 #include "tessera/core/timer.h"
+#include "tessera/reram/layout.h"
 
 namespace tessera::reram {
 
@@ -16,6 +19,7 @@ std::string MappingOptions::describe() const {
   if (!splice && !squeeze) return "baseline";
   std::string s = splice ? "splice" : "";
   if (squeeze) s += splice ? "+squeeze" : "squeeze";
+  if (splice && squeeze && residual_fill > 0) s += fmt::format("+residual({:g})", residual_fill);
   return s;
 }
 
@@ -65,9 +69,12 @@ int64_t pack_blocks(const std::vector<Block>& blocks, int64_t s_rows, int64_t s_
 }
 
 void add_costs(LayerStats& st, const HardwareSpec& spec, int64_t max_cols) {
-  const int cycles = spec.input_cycles();
-  st.crossbar_reads = st.crossbars * st.positions * cycles;
-  st.adc_conversions = st.columns_used * st.positions * cycles;
+  // The residual crossbars run residual_delay extra cycles (their inputs are delayed).
+  const int cycles = spec.input_cycles(), residual_cycles = cycles + st.residual_delay;
+  st.crossbar_reads = (st.crossbars - st.residual_crossbars) * st.positions * cycles +
+                      st.residual_crossbars * st.positions * residual_cycles;
+  st.adc_conversions = (st.columns_used - st.residual_columns) * st.positions * cycles +
+                       st.residual_columns * st.positions * residual_cycles;
   // Each conversion is shifted by its slice weight and added into its output once.
   st.shift_adds = st.adc_conversions;
   st.adcs = st.crossbars * ceil_div(spec.crossbar_cols, spec.columns_per_adc);
@@ -82,7 +89,8 @@ void add_costs(LayerStats& st, const HardwareSpec& spec, int64_t max_cols) {
   if (x.latency_ns || a.latency_ns) {
     // All crossbars of a layer run in parallel (weight-stationary); the ADC is time-multiplexed
     // over the columns that share it.
-    st.latency_ns = static_cast<double>(st.positions) * cycles *
+    st.latency_ns = static_cast<double>(st.positions) *
+                    (st.residual_crossbars > 0 ? residual_cycles : cycles) *
                     (x.latency_ns.value_or(0.0) +
                      ceil_div(std::max<int64_t>(max_cols, 1), spec.columns_per_adc) *
                          a.latency_ns.value_or(0.0));
@@ -296,6 +304,18 @@ LayerStats map_layer(const workload::Layer& layer, const quant::QuantizedTensor*
     }
     st.index_entries = index_entries;
   }
+  if (options.splice && options.squeeze && options.residual_fill > 0) {
+    const LayerLayout lay = sme_layout(layer, *values, spec, options.residual_fill, false);
+    st.crossbars = lay.crossbars;
+    st.mapped_cells = lay.mapped_cells;
+    st.columns_used = lay.columns_used;
+    st.index_entries = lay.index_entries;
+    st.residual_crossbars = lay.residual_crossbars;
+    st.residual_columns = lay.residual_columns;
+    st.moved_cells = lay.moved_cells;
+    st.residual_delay = lay.residual_delay;
+    max_cols = lay.max_cols;
+  }
   st.zero_crossbars = zero_crossbars;
   add_costs(st, spec, max_cols);
   return st;
@@ -332,6 +352,10 @@ NetworkStats map_network(const workload::Workload& workload,
     t.nonzero_cells += st.nonzero_cells;
     t.columns_used += st.columns_used;
     t.index_entries += st.index_entries;
+    t.residual_crossbars += st.residual_crossbars;
+    t.residual_columns += st.residual_columns;
+    t.moved_cells += st.moved_cells;
+    t.residual_delay = std::max(t.residual_delay, st.residual_delay);
     t.positions += st.positions;
     t.crossbar_reads += st.crossbar_reads;
     t.adc_conversions += st.adc_conversions;
@@ -367,7 +391,14 @@ nlohmann::json layer_json(const LayerStats& st, const HardwareSpec& spec) {
   s["nonzero_density"] =
       stat(st.nonzero_density(spec), "fraction", "non-zero cells / crossbar cells");
   s["columns_used"] = stat(st.columns_used, "bitlines", "bitlines in use over all crossbars");
-  s["index_entries"] = stat(st.index_entries, "entries", "row-remap table entries of squeeze-out");
+  s["index_entries"] =
+      stat(st.index_entries, "entries", "row-remap entries of squeeze-out and residual routes");
+  s["residual_crossbars"] =
+      stat(st.residual_crossbars, "crossbars", "residual crossbars (part of crossbars)");
+  s["moved_cells"] =
+      stat(st.moved_cells, "cells", "non-zero cells moved from sparse blocks into the residual");
+  s["residual_delay"] =
+      stat(st.residual_delay, "cycles", "extra input cycles of the residual crossbars");
   s["crossbar_reads"] =
       stat(st.crossbar_reads, "reads/inference", "crossbar read cycles, one input bit each");
   s["adc_conversions"] = stat(st.adc_conversions, "conversions/inference", "ADC conversions");

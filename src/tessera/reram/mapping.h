@@ -27,6 +27,9 @@ struct MappingOptions {
   /// crossbar column block, and pack the surviving blocks densely (next-fit, block-diagonal)
   /// with a row-remap index table. Needs weight values.
   bool squeeze = false;
+  /// With splice and squeeze (issue 16): squeezed blocks filling less than this fraction of a
+  /// crossbar move their non-zeros into the layer's residual crossbars (layout.h); 0: none.
+  double residual_fill = 0.0;
 
   std::string describe() const;
 };
@@ -45,7 +48,11 @@ struct LayerStats {
   int64_t mapped_cells = 0;              ///< cells holding a weight slice (zero or not)
   int64_t nonzero_cells = 0;             ///< cells holding a non-zero slice
   int64_t columns_used = 0;              ///< bitlines in use, summed over crossbars
-  int64_t index_entries = 0;             ///< row-remap table entries (squeeze-out)
+  int64_t index_entries = 0;             ///< row-remap table entries (squeeze-out, residual)
+  int64_t residual_crossbars = 0;        ///< of `crossbars`: the residual ones (layout.h)
+  int64_t residual_columns = 0;          ///< bitlines of the residual crossbars
+  int64_t moved_cells = 0;               ///< non-zero cells moved into the residual
+  int residual_delay = 0;                ///< extra input cycles the residual crossbars need
   int64_t positions = 0;                 ///< output positions (out_h * out_w)
   int64_t crossbar_reads = 0;            ///< crossbar read cycles (one input bit each)
   int64_t adc_conversions = 0;

@@ -8,6 +8,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 
 namespace tessera::reram {
 
@@ -154,16 +155,24 @@ nlohmann::json HardwareSpec::to_json() const {
     if (!c.empty()) components[name] = c;
   }
   if (!components.empty()) j["components"] = components;
+  if (!name.empty()) j["name"] = name;
+  if (!reference.empty()) j["reference"] = reference;
   return j;
 }
 
 HardwareSpec HardwareSpec::from_json(const nlohmann::json& json) {
-  reject_unknown(
-      json,
-      {"crossbar_rows", "crossbar_cols", "cell_bits", "weight_bits", "weight_encoding",
-       "input_bits", "dac_bits", "adc_bits", "columns_per_adc", "pack_groups", "components"},
-      "the spec");
+  reject_unknown(json,
+                 {"name", "reference", "crossbar_rows", "crossbar_cols", "cell_bits", "weight_bits",
+                  "weight_encoding", "input_bits", "dac_bits", "adc_bits", "columns_per_adc",
+                  "pack_groups", "components"},
+                 "the spec");
   HardwareSpec spec;
+  for (const auto& [key, field] : {std::pair{"name", &spec.name}, {"reference", &spec.reference}}) {
+    if (!json.contains(key)) continue;
+    TESSERA_CHECK(json.at(key).is_string(), "spec: {} must be a string, got {}", key,
+                  json.at(key).dump());
+    *field = json.at(key).get<std::string>();
+  }
   spec.crossbar_rows = get_int(json, "crossbar_rows", spec.crossbar_rows);
   spec.crossbar_cols = get_int(json, "crossbar_cols", spec.crossbar_cols);
   // Narrowing is checked before the cast so that 2^40 is not silently wrapped into range.
@@ -203,18 +212,35 @@ HardwareSpec HardwareSpec::from_json(const nlohmann::json& json) {
 
 HardwareSpec load_spec(const std::string& path) {
   const std::string text = read_file(path);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    TESSERA_CHECK(false, "spec: {} is not valid JSON: {}", path, e.what());
-  }
+  const nlohmann::json json = parse_json(text, fmt::format("spec: {}", path));
   try {
     return HardwareSpec::from_json(json);
   } catch (const Error& e) {
     TESSERA_CHECK(false, "{}: {}", path, e.what());
   }
   return {};
+}
+
+std::vector<HardwareSpec> named_baselines() {
+  HardwareSpec isaac;  // ISAAC-like figures (specs/isaac_like.json; from memory, not verified)
+  isaac.crossbar = {30.0, 100.0, 25.0};
+  isaac.adc = {1.6, 0.78, 1200.0};
+  isaac.shift_add = {0.04, std::nullopt, 60.0};
+  HardwareSpec diff8 = isaac, diff16 = isaac, isaac2 = isaac, unpacked = isaac;
+  diff8.name = "diff8";
+  diff8.reference =
+      "8-bit sign-magnitude on a differential pair of 1-bit-cell 128x128 arrays (PRIME/NeuroSim "
+      "style), the same bit width and cells as SME's own mapping";
+  diff16.name = "diff16";
+  diff16.weight_bits = 16;
+  diff16.reference = "16-bit weights (ISAAC's width) on a differential pair of 1-bit cells";
+  isaac2.name = "isaac2bit";
+  isaac2.cell_bits = 2;
+  isaac2.reference = "ISAAC-style multi-bit cells: 8-bit differential weights in 2-bit cells";
+  unpacked.name = "unpacked_dw";
+  unpacked.pack_groups = false;
+  unpacked.reference = "diff8 with one crossbar per depthwise group (a naive mapper)";
+  return {diff8, diff16, isaac2, unpacked};
 }
 
 }  // namespace tessera::reram

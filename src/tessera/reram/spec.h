@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace tessera::reram {
 
@@ -40,6 +41,8 @@ struct ComponentCost {
 /// cells, 8-bit weights on a differential pair, 8-bit inputs streamed 1 bit per cycle (1-bit DAC),
 /// 8-bit ADC shared by 8 columns (NeuroSim), grouped layers packed block-diagonally.
 struct HardwareSpec {
+  std::string name;             ///< optional: e.g. a named baseline ("diff8")
+  std::string reference;        ///< optional: the design or paper the spec stands for
   int64_t crossbar_rows = 128;  ///< wordlines per crossbar, 1..65536
   int64_t crossbar_cols = 128;  ///< bitlines per crossbar, 1..65536
   int cell_bits = 1;            ///< bits per ReRAM cell: 1 or 2
@@ -74,5 +77,11 @@ struct HardwareSpec {
 
 /// Reads and validates a spec JSON file.
 HardwareSpec load_spec(const std::string& path);
+
+/// The named baselines of docs/systems/reram.md (issue 16), each also a file in
+/// src/tessera/reram/specs/baseline_NAME.json, with ISAAC-like component figures: "diff8" (the
+/// headline: 8-bit sign-magnitude differential pair, 1-bit cells), "diff16" (16-bit weights),
+/// "isaac2bit" (2-bit cells), "unpacked_dw" (diff8 without block-diagonal depthwise packing).
+std::vector<HardwareSpec> named_baselines();
 
 }  // namespace tessera::reram
