@@ -86,6 +86,40 @@ TEST_F(LlamaTest, MatmulRowsIsBatchInvariant) {
   }
 }
 
+// Every kernel the CPU has gives the scalar twin's bits, for every row count 1..17 (the AVX-512
+// kernel's passes of up to 8 token pairs, odd counts with a dropped padding row) and thread count.
+TEST_F(LlamaTest, MatmulKernelsAgreeBitForBitAtEveryRowCountAndThreadCount) {
+  std::mt19937 rng(3);
+  const int threads_before = at::get_num_threads();
+  const MatmulKernel best = best_matmul_kernel();
+  for (int64_t n_in : {8, 203, 256}) {
+    const int64_t n_out = 45, max_rows = 17;
+    auto x = random_vector(max_rows * n_in, rng);
+    auto w = random_vector(n_out * n_in, rng);
+    auto b = random_vector(n_out, rng);
+    for (int64_t n_rows = 1; n_rows <= max_rows; ++n_rows) {
+      set_matmul_kernel(MatmulKernel::kScalar);
+      std::vector<float> expected(n_rows * n_out);
+      matmul_rows(x.data(), n_rows, n_in, n_in, w.data(), n_out, n_in, expected.data(), n_out,
+                  b.data());
+      for (int k = 0; k <= static_cast<int>(best); ++k) {
+        set_matmul_kernel(static_cast<MatmulKernel>(k));
+        for (int threads : {1, 2, 3}) {
+          at::set_num_threads(threads);
+          std::vector<float> y(n_rows * n_out, -1.0f);
+          matmul_rows(x.data(), n_rows, n_in, n_in, w.data(), n_out, n_in, y.data(), n_out,
+                      b.data());
+          EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)))
+              << matmul_kernel_name() << " n_in " << n_in << " rows " << n_rows << " threads "
+              << threads;
+        }
+      }
+    }
+  }
+  set_matmul_kernel(best);
+  at::set_num_threads(threads_before);
+}
+
 struct Variant {
   const char* name;
   RopeStyle rope;

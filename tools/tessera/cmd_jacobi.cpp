@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "tessera/core/fs.h"
+#include "tessera/core/json.h"
 #include "tessera/core/report.h"
 #include "tessera/core/seed.h"
 #include "tessera/jacobi/bench.h"
@@ -69,13 +70,47 @@ void add_lm_train_flags(CLI::App* cmd, jacobi::LmTrainOptions& t) {
   cli::add_seed_option(cmd, t.seed);
 }
 
-void add_decode_flags(CLI::App* cmd, jacobi::DecodeOptions& o) {
-  cmd->add_option("--block", o.block_size, "Jacobi block size n")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+// Longer than any context an LLM here has (llama2.c and GGUF files cap it far lower).
+constexpr int64_t kMaxTokens = int64_t{1} << 20;
+
+// "auto" (the engine's cost curve picks each block, at most o.block_size) or a block size.
+void parse_block(const std::string& value, jacobi::DecodeOptions& o) {
+  if (value == "auto") {
+    o.auto_block = true;
+    return;
+  }
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || n < 1 || n > kMaxTokens) {
+    throw CLI::ValidationError("--block", "expected auto or an integer in [1, " +
+                                              std::to_string(kMaxTokens) + "], got " + value);
+  }
+  o.block_size = n;
+  o.auto_block = false;
+}
+
+void add_decode_flags(CLI::App* cmd, jacobi::DecodeOptions& o, bool allow_auto = false) {
+  if (allow_auto) {
+    cmd->add_option_function<std::string>(
+           "--block", [&o](const std::string& v) { parse_block(v, o); },
+           "Jacobi block size n, or auto: the size with the most expected tokens per second "
+           "from this machine's measured forward costs (at most 16; AR when none pays)")
+        ->default_str(o.auto_block ? "auto" : std::to_string(o.block_size));
+  } else {
+    // Ranges on the integer itself: CLI11 saturates 99999999999999999999 to INT64_MAX, which a
+    // sign check (PositiveNumber) lets through.
+    cmd->add_option("--block", o.block_size, "Jacobi block size n")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{1}, kMaxTokens));
+  }
   cmd->add_option("--max-new", o.max_new_tokens, "maximum generated tokens")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t{0}, kMaxTokens));
   cli::add_seed_option(cmd, o.seed);
 }
 
@@ -121,7 +156,7 @@ void add_bench_flags(CLI::App* cmd, jacobi::JacobiBenchOptions& b) {
   cmd->add_option("--n-prompts", b.n_prompts, "test prompts decoded per decoder")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  add_decode_flags(cmd, b.decode);
+  add_decode_flags(cmd, b.decode, /*allow_auto=*/true);
   add_guess_flags(cmd, b.decode);
 }
 
@@ -214,7 +249,7 @@ void run_distill(const DistillCommand& cmd) {
   tessera::Report report("llm distill", cmd.options.to_json(), cmd.options.seed);
   auto b = llm::load_llm(cmd.model);
   const auto data = jacobi::trajectories_from_json(
-      nlohmann::json::parse(tessera::read_file(cmd.trajectories), nullptr, false));
+      tessera::parse_json(tessera::read_file(cmd.trajectories), "'" + cmd.trajectories + "'"));
   const auto r = jacobi::distill(b.model, data, cmd.options);
   llm::save_llm(cmd.out, b.model, b.tokenizer);
   std::cout << r.table().to_string() << "wrote " << cmd.out << "\n";
@@ -249,8 +284,7 @@ void run_generate(const GenerateCommand& cmd) {
       cmd.options.seed);
   auto b = llm::load_llm(cmd.model);
   const auto r = jacobi::generate(b, cmd.prompt, cmd.decoder, cmd.options);
-  std::cout << cmd.prompt << r.text << "\n\n"
-            << r.summary(cmd.decoder, cmd.options.block_size) << "\n";
+  std::cout << cmd.prompt << r.text << "\n\n" << r.summary(cmd.decoder, cmd.options) << "\n";
   report.results() = r.stats.to_json();
   report.results()["text"] = r.text;
   report.write(cmd.json);
@@ -265,7 +299,8 @@ void register_generate(CLI::App& llm) {
       sub, "--decoder", cmd->decoder,
       {jacobi::DecoderKind::kAr, jacobi::DecoderKind::kJacobi, jacobi::DecoderKind::kJacobiWindow},
       jacobi::parse_decoder, jacobi::decoder_name, "ar, jacobi or jacobi-window");
-  add_decode_flags(sub, cmd->options);
+  cmd->options.auto_block = true;
+  add_decode_flags(sub, cmd->options, /*allow_auto=*/true);
   add_guess_flags(sub, cmd->options);
   cli::add_json_option(sub, cmd->json);
   sub->callback([cmd] { run_generate(*cmd); });

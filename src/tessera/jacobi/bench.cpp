@@ -209,13 +209,21 @@ CorpusTrajectoryResult collect_corpus_trajectories(llm::LlmBundle& teacher,
 
 // ---- generation --------------------------------------------------------------------------------
 
-std::string GenerateResult::summary(DecoderKind decoder, int64_t block_size) const {
+std::string GenerateResult::summary(DecoderKind decoder, const DecodeOptions& options) const {
   return fmt::format(
       "decoder {} block {}: {} tokens, {} forwards, {:.2f} tokens/forward, {} fast-forwarded, "
       "{} stationary, {:.3f} s ({:.1f} tok/s)",
-      decoder_name(decoder), block_size, stats.n_generated, stats.n_forwards,
+      decoder_name(decoder), options.block_label(), stats.n_generated, stats.n_forwards,
       stats.tokens_per_forward(), stats.n_fast_forwarded, stats.n_stationary, stats.wall_seconds,
       stats.tokens_per_second());
+}
+
+DecodeOptions with_block_policy(llm::LlamaEngine& engine, DecodeOptions options) {
+  if (options.auto_block && options.block_policy == nullptr) {
+    options.block_policy = std::make_shared<BlockPolicy>(
+        cached_cost_curve(engine, train::cache_dir() + "/cost-curves"), options.block_size);
+  }
+  return options;
 }
 
 GenerateResult generate(llm::LlmBundle& bundle, const std::string& prompt, DecoderKind decoder,
@@ -223,6 +231,7 @@ GenerateResult generate(llm::LlmBundle& bundle, const std::string& prompt, Decod
   options.eos_id = bundle.tokenizer.special_id(kEosToken);
   options.validate();
   llm::LlamaEngine engine(bundle.model);
+  options = with_block_policy(engine, options);
   auto r = decode(engine, bundle.tokenizer.encode(prompt), decoder, options);
   if (!r.tokens.empty() && r.tokens.back() == options.eos_id) r.tokens.pop_back();
   return {bundle.tokenizer.decode(r.tokens), r.stats};
@@ -272,7 +281,7 @@ SpeedPair measure_speed(llm::Llama& model, const std::vector<std::vector<int64_t
   options.validate();
   llm::LlamaEngine engine(model);
   SpeedPair p;
-  DecodeOptions o = options;
+  DecodeOptions o = with_block_policy(engine, options);
   for (const auto& prompt : prompts) {
     o.seed += 1;
     add_run(p.ar, decode(engine, prompt, DecoderKind::kAr, o));
@@ -523,25 +532,16 @@ DecodeBandwidth measure_decode_bandwidth(llm::LlamaEngine& engine,
 std::vector<ForwardCost> measure_forward_cost(llm::LlamaEngine& engine,
                                               const std::vector<int64_t>& n_tokens,
                                               int64_t repeats) {
-  TESSERA_CHECK(repeats > 0, "forward cost: repeats must be positive, got {}", repeats);
-  const int64_t start = engine.n_past();
-  std::vector<float> logits;
-  auto forward_seconds = [&](int64_t n) {
-    const std::vector<int64_t> block(n, 1);
-    double best = std::numeric_limits<double>::infinity();
-    for (int64_t rep = 0; rep < repeats; ++rep) {
-      engine.truncate(start);
-      const Timer timer;
-      engine.forward(block, logits);
-      best = std::min(best, timer.elapsed_s());
-    }
-    return best;
-  };
-  const double one = forward_seconds(1);
+  // The 1-token reference is timed in the same rounds: from the list, or added to it.
+  std::vector<int64_t> ns = n_tokens;
+  auto one = std::find(ns.begin(), ns.end(), 1);
+  const bool added = one == ns.end();
+  if (added) ns.insert(ns.begin(), 1);
+  const size_t ref = added ? 0 : static_cast<size_t>(one - ns.begin());
+  const auto seconds = time_forwards(engine, ns, repeats);
   std::vector<ForwardCost> out;
-  for (const int64_t n : n_tokens) {
-    const double seconds = n == 1 ? one : forward_seconds(n);
-    out.push_back({n, seconds, seconds / one});
+  for (size_t i = added ? 1 : 0; i < ns.size(); ++i) {
+    out.push_back({ns[i], seconds[i], seconds[i] / seconds[ref]});
   }
   return out;
 }
@@ -672,9 +672,10 @@ std::vector<TourRow> tour(const TourContext& context) {
   b.decode.max_new_tokens = pipeline.trajectories.trajectory.decode.max_new_tokens;
   b.decode.block_size = pipeline.trajectories.trajectory.decode.block_size;
   b.decode.seed = context.seed;
+  b.decode.auto_block = true;  // Jacobi only where a block pays on this machine, else AR
   const auto r = run_bench(base, distilled, pipeline.train.corpus.make(), b);
   std::cout << r.table().to_string();
-  return {{"jacobi: CLLM on a 0.85M SQL model (cached reference pair), block 16",
+  return {{"jacobi: CLLM on a 0.85M SQL model (cached reference pair), block auto (<= 16)",
            fmt::format("TPF {:.2f} distilled vs {:.2f} base, {:.2f}x AR wall-clock (model is "
                        "cache-resident), identical output: {}, exact match {:.0f}% -> {:.0f}%",
                        r.distilled.jacobi.tpf, r.base.jacobi.tpf, r.distilled.speedup(),

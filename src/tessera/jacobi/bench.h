@@ -118,8 +118,12 @@ struct GenerateResult {
   std::string text;  ///< the continuation, without EOS
   DecodeStats stats;
   /// "decoder D block N: T tokens, F forwards, ... (X tok/s)"
-  std::string summary(DecoderKind decoder, int64_t block_size) const;
+  std::string summary(DecoderKind decoder, const DecodeOptions& options) const;
 };
+
+/// With `auto_block` set and no policy: a BlockPolicy over the engine's cost curve, measured once
+/// per model shape and machine and cached under the model cache (train::cache_dir()/cost-curves).
+DecodeOptions with_block_policy(llm::LlamaEngine& engine, DecodeOptions options);
 
 /// Decodes `prompt` with `decoder`; options.eos_id is taken from the tokenizer.
 GenerateResult generate(llm::LlmBundle& bundle, const std::string& prompt, DecoderKind decoder,
@@ -228,7 +232,8 @@ struct ForwardCost {
 };
 
 /// One n-token forward (one Jacobi iteration) against a 1-token one (one AR step), every one
-/// from the engine's current cache length, which is restored before each forward.
+/// from the engine's current cache length, which is restored after each forward; timed in
+/// alternating rounds with jacobi::time_forwards.
 std::vector<ForwardCost> measure_forward_cost(llm::LlamaEngine& engine,
                                               const std::vector<int64_t>& n_tokens,
                                               int64_t repeats);

@@ -1,6 +1,8 @@
 // Greedy AR, CLLM shrinking-block Jacobi and fixed-window Jacobi decoding; trajectory collection.
 #include "tessera/jacobi/decode.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <random>
 
@@ -48,8 +50,16 @@ void DecodeOptions::validate() const {
 }
 
 nlohmann::json DecodeOptions::to_json() const {
-  return {{"block_size", block_size}, {"max_new_tokens", max_new_tokens}, {"eos_id", eos_id},
-          {"init", init_name(init)},  {"ngram_max", ngram_max},           {"seed", seed}};
+  nlohmann::json j = {{"block_size", block_size}, {"max_new_tokens", max_new_tokens},
+                      {"eos_id", eos_id},         {"init", init_name(init)},
+                      {"ngram_max", ngram_max},   {"seed", seed}};
+  // Only when set: this JSON is part of cached models' recipes, whose keys must not change.
+  if (auto_block) j["auto_block"] = true;
+  return j;
+}
+
+std::string DecodeOptions::block_label() const {
+  return auto_block ? fmt::format("auto (at most {})", block_size) : std::to_string(block_size);
 }
 
 nlohmann::json DecodeStats::to_json() const {
@@ -164,7 +174,14 @@ DecodeResult jacobi_impl(llm::LlamaEngine& engine, const std::vector<int64_t>& p
                          const DecodeOptions& options, bool shrink) {
   Session s(engine, prompt, options);
   if (!s.start()) return s.finish();
-  const int64_t n = s.options.block_size;
+  BlockPolicy* policy = nullptr;
+  if (options.auto_block) {
+    TESSERA_CHECK(options.block_policy != nullptr,
+                  "automatic block size: no block policy (cost curve) for the engine");
+    policy = options.block_policy.get();
+  }
+  // The size of a fresh block (a shrinking block keeps the size it started with).
+  int64_t n = policy ? policy->next() : s.options.block_size;
   auto top_up = [&](std::vector<int64_t>& block, int64_t length) {
     // block[0] is the last committed token (already in history).
     std::vector<int64_t> context = s.history;
@@ -188,6 +205,7 @@ DecodeResult jacobi_impl(llm::LlamaEngine& engine, const std::vector<int64_t>& p
     int64_t f = 1;
     while (f < m && block[f] == g[f - 1]) ++f;
     s.result.stats.n_fast_forwarded += f - 1;
+    if (policy) policy->observe(m, f);
     for (int64_t i = 1; i < f; ++i) {
       const int64_t p = start + i - prev_start;
       if (prev_start >= 0 && p >= 1 && p < static_cast<int64_t>(prev_block.size()) &&
@@ -205,6 +223,7 @@ DecodeResult jacobi_impl(llm::LlamaEngine& engine, const std::vector<int64_t>& p
     std::vector<int64_t> next = {g[f - 1]};
     if (f < m) next.insert(next.end(), g.begin() + f, g.begin() + (m - 1));
     if (f == m) prev_block.clear();  // converged: a fresh block starts
+    if (policy && (f == m || !shrink)) n = policy->next();
     const int64_t length = std::min(n, s.remaining());
     if (!shrink || f == m) top_up(next, length);
     if (static_cast<int64_t>(next.size()) > length) next.resize(length);

@@ -4,11 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "tessera/jacobi/auto_block.h"
 #include "tessera/llm/llama.h"
 
 namespace tessera::jacobi {
@@ -37,9 +39,16 @@ struct DecodeOptions {
   InitKind init = InitKind::kRandomPrompt;
   int64_t ngram_max = 3;  ///< longest suffix the n-gram pool matches
   uint64_t seed = 0;      ///< for the random initial guesses
+  /// `--block auto`: each fresh block's size is chosen by `block_policy` (over this engine's cost
+  /// curve; block_size is then the largest tried, 1 means AR). The policy is shared by every
+  /// decode on the engine, so what it learns and its probe interval carry over between prompts.
+  bool auto_block = false;
+  std::shared_ptr<BlockPolicy> block_policy;
   /// Throws tessera::Error naming the bad field (block size 0, negative max_new_tokens...).
   void validate() const;
   nlohmann::json to_json() const;
+  /// "16", or "auto (at most 16)".
+  std::string block_label() const;
 };
 
 /// Per-run statistics (research/cllm.md section 2.5).

@@ -1,15 +1,20 @@
 // Batch-invariant matmul for LLM inference. One 8-lane accumulator per (row, column): lane l sums
 // the products with k = l (mod 8) for k below the last multiple of 8, the lanes are added in a
-// fixed tree, then the tail is added with scalar fma. The AVX2 kernels and the scalar fallback
-// follow exactly this order, so they agree bit for bit and any row grouping gives the same result.
+// fixed tree, then the tail is added with scalar fma. The AVX-512 and AVX2 kernels and the scalar
+// fallback follow exactly this order, so they agree bit for bit and any row grouping gives the
+// same result.
 #include "tessera/llm/kernels.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <vector>
+
+#include "tessera/core/error.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -59,6 +64,9 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const float* x, int64_t ldx,
     for (int r = 0; r < R; ++r) {
       const __m256 wv = _mm256_loadu_ps(w + r * ldw + k);
       for (int g = 0; g < G; ++g) acc[r * G + g] = _mm256_fmadd_ps(wv, xv[g], acc[r * G + g]);
+      // As in the AVX-512 kernel: the next row group's weights, while these FMAs run.
+      if ((k & 8) == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(w + (r + R) * ldw + k), _MM_HINT_T0);
     }
   }
   alignas(32) float sums[R * G];
@@ -116,6 +124,147 @@ void block_avx2(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, const
   }
 }
 
+// AVX-512: one 512-bit register holds the 8-lane accumulators of two input rows (a token pair)
+// for one weight row, so every lane still sums its k = l (mod 8) products in k order and the
+// result equals the AVX2 and scalar paths bit for bit. The input rows are packed once per call as
+// [pair][chunk of 8][16 floats] (the row after an odd last one is zero and its outputs are
+// dropped); the 8 weights of a chunk are broadcast to both halves. R weight rows x P pairs
+// (up to 16 tokens) share each weight load, so an n-token forward streams the weights once.
+// GCC 12 warns that the "undefined" source of the broadcast and extract intrinsics is
+// uninitialized (GCC bug 105593, fixed in GCC 13); the value is never read.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+struct PairPack {
+  const float* data = nullptr;
+  int64_t n_pairs = 0, n_chunks = 0;
+};
+
+PairPack pack_pairs(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx) {
+  thread_local std::vector<float> buffer;
+  PairPack pack;
+  pack.n_pairs = (n_rows + 1) / 2;
+  pack.n_chunks = n_in / 8;
+  const int64_t floats = pack.n_pairs * pack.n_chunks * 16;
+  buffer.resize(floats + 16);
+  float* out = buffer.data();
+  while (reinterpret_cast<std::uintptr_t>(out) % 64 != 0) ++out;
+  for (int64_t p = 0; p < pack.n_pairs; ++p) {
+    for (int64_t c = 0; c < pack.n_chunks; ++c) {
+      float* dst = out + (p * pack.n_chunks + c) * 16;
+      for (int half = 0; half < 2; ++half) {
+        const int64_t t = 2 * p + half;
+        for (int l = 0; l < 8; ++l) dst[half * 8 + l] = t < n_rows ? x[t * ldx + c * 8 + l] : 0.0f;
+      }
+    }
+  }
+  pack.data = out;
+  return pack;
+}
+
+// R weight rows x P pairs over chunks [c0, c1): the accumulators are loaded from and stored back
+// to acc[r * acc_stride + p] (zmm slots), so a k-tile at a time keeps every lane's k order.
+template <int R, int P>
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void micro_avx512(const float* xp,
+                                                                       int64_t n_chunks, int64_t c0,
+                                                                       int64_t c1, const float* w,
+                                                                       int64_t ldw, float* acc_mem,
+                                                                       int64_t acc_stride) {
+  __m512 acc[R * P];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < P; ++p)
+      acc[r * P + p] = _mm512_load_ps(acc_mem + (r * acc_stride + p) * 16);
+  for (int64_t c = c0; c < c1; ++c) {
+    __m512 xv[P];
+    for (int p = 0; p < P; ++p) xv[p] = _mm512_load_ps(xp + (p * n_chunks + c) * 16);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = _mm512_broadcast_f32x8(_mm256_loadu_ps(w + r * ldw + c * 8));
+      for (int p = 0; p < P; ++p) acc[r * P + p] = _mm512_fmadd_ps(wv, xv[p], acc[r * P + p]);
+      // The next row group's weights of this chunk: they arrive from memory while these FMAs run
+      // (one 64-byte line holds two chunks).
+      if ((c & 1) == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(w + (r + R) * ldw + c * 8), _MM_HINT_T0);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < P; ++p)
+      _mm512_store_ps(acc_mem + (r * acc_stride + p) * 16, acc[r * P + p]);
+}
+
+using MicroAvx512 = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t, float*,
+                             int64_t);
+// Kernels by pairs per call (up to 4: 16 accumulators), for 4 weight rows and for a 1-row tail;
+// a lone pair takes 8 rows, so that 8 accumulators hide the FMA latency.
+constexpr int kTilePairs = 4;
+constexpr int64_t kAvx2MaxRows = 8;  // this many rows or fewer run faster on AVX2 (see matmul_rows)
+constexpr MicroAvx512 kFourRowKernels[kTilePairs + 1] = {
+    nullptr, &micro_avx512<4, 1>, &micro_avx512<4, 2>, &micro_avx512<4, 3>, &micro_avx512<4, 4>};
+constexpr MicroAvx512 kOneRowKernels[kTilePairs + 1] = {
+    nullptr, &micro_avx512<1, 1>, &micro_avx512<1, 2>, &micro_avx512<1, 3>, &micro_avx512<1, 4>};
+constexpr MicroAvx512 kEightRowKernel = &micro_avx512<8, 1>;
+
+// Columns [j0, j1) (at most 16, one block) for all rows. Per group of up to 8 pairs, k advances in
+// tiles of kChunkTile chunks: the tile's inputs (8 pairs x 2 KB) and weights (16 rows x 1 KB) stay
+// in L1 while every row group and pair group uses them, and the weights stream from memory once.
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void block_avx512(
+    const PairPack& pack, const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, const float* w,
+    int64_t ldw, float* y, int64_t ldy, const float* bias, int64_t j0, int64_t j1) {
+  constexpr int64_t kMaxCols = 16, kGroupPairs = 8;
+  constexpr int64_t kChunkTile = 32;
+  alignas(64) float acc[kMaxCols * kGroupPairs * 16];
+  alignas(64) float sums[2 * kMaxCols * kGroupPairs];
+  const int64_t cols = j1 - j0, k_tail = pack.n_chunks * 8;
+  for (int64_t g0 = 0; g0 < pack.n_pairs; g0 += kGroupPairs) {
+    const int64_t pairs = std::min(kGroupPairs, pack.n_pairs - g0);
+    std::fill(acc, acc + cols * kGroupPairs * 16, 0.0f);
+    for (int64_t c0 = 0; c0 < pack.n_chunks; c0 += kChunkTile) {
+      const int64_t c1 = std::min(pack.n_chunks, c0 + kChunkTile);
+      // Row groups outside, pair groups inside: a row group's weights come from memory for the
+      // first pair group and from L1 for the rest, while the next group's are prefetched.
+      const int rows = pairs == 1 ? 8 : 4;
+      for (int64_t r0 = 0; r0 < cols;) {
+        const bool full = r0 + rows <= cols;
+        for (int64_t p0 = 0; p0 < pairs; p0 += kTilePairs) {
+          const int P = static_cast<int>(std::min<int64_t>(kTilePairs, pairs - p0));
+          const MicroAvx512 kernel = !full       ? kOneRowKernels[P]
+                                     : rows == 8 ? kEightRowKernel
+                                                 : kFourRowKernels[P];
+          kernel(pack.data + (g0 + p0) * pack.n_chunks * 16, pack.n_chunks, c0, c1,
+                 w + (j0 + r0) * ldw, ldw, acc + (r0 * kGroupPairs + p0) * 16, kGroupPairs);
+        }
+        r0 += full ? rows : 1;
+      }
+    }
+    // Each 512-bit slot holds two 8-lane accumulators: reduce them with the shared lane tree.
+    __m256 halves[8];
+    const int64_t n_halves = 2 * cols * kGroupPairs;
+    for (int64_t i = 0; i < n_halves; i += 8) {
+      for (int h = 0; h < 8; ++h) halves[h] = _mm256_load_ps(acc + (i + h) * 8);
+      _mm256_storeu_ps(sums + i, reduce8(halves));
+    }
+    for (int64_t r = 0; r < cols; ++r) {
+      const float* wr = w + (j0 + r) * ldw;
+      for (int64_t p = 0; p < pairs; ++p) {
+        for (int half = 0; half < 2; ++half) {
+          const int64_t t = 2 * (g0 + p) + half;
+          if (t >= n_rows) continue;
+          float s = sums[2 * (r * kGroupPairs + p) + half];
+          for (int64_t kk = k_tail; kk < n_in; ++kk) s = std::fma(wr[kk], x[t * ldx + kk], s);
+          if (bias != nullptr) s += bias[j0 + r];
+          y[t * ldy + j0 + r] = s;
+        }
+      }
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+
+bool cpu_has_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+}
+
 bool cpu_has_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -133,18 +282,47 @@ void block_scalar(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, con
   }
 }
 
-bool use_avx2() {
+MatmulKernel detect_best_kernel() {
 #ifdef TESSERA_HAVE_X86
-  static const bool ok = cpu_has_avx2_fma();
-  return ok;
-#else
-  return false;
+  if (cpu_has_avx2_fma()) return cpu_has_avx512() ? MatmulKernel::kAvx512 : MatmulKernel::kAvx2;
 #endif
+  return MatmulKernel::kScalar;
+}
+
+std::atomic<MatmulKernel>& current_kernel() {
+  static std::atomic<MatmulKernel> kernel{best_matmul_kernel()};
+  return kernel;
 }
 
 }  // namespace
 
-const char* matmul_kernel_name() { return use_avx2() ? "avx2-fma" : "scalar"; }
+MatmulKernel best_matmul_kernel() {
+  static const MatmulKernel best = detect_best_kernel();
+  return best;
+}
+
+MatmulKernel matmul_kernel() { return current_kernel().load(std::memory_order_relaxed); }
+
+void set_matmul_kernel(MatmulKernel kernel) {
+  TESSERA_CHECK(static_cast<int>(kernel) <= static_cast<int>(best_matmul_kernel()),
+                "matmul kernel {} is not supported by this CPU (best: {})",
+                matmul_kernel_name(kernel), matmul_kernel_name(best_matmul_kernel()));
+  current_kernel().store(kernel, std::memory_order_relaxed);
+}
+
+const char* matmul_kernel_name(MatmulKernel kernel) {
+  switch (kernel) {
+    case MatmulKernel::kAvx512:
+      return "avx512 (above 8 rows; avx2-fma below)";
+    case MatmulKernel::kAvx2:
+      return "avx2-fma";
+    case MatmulKernel::kScalar:
+      break;
+  }
+  return "scalar";
+}
+
+const char* matmul_kernel_name() { return matmul_kernel_name(matmul_kernel()); }
 
 float dot_invariant(const float* x, const float* w, int64_t n) { return dot_scalar(x, w, n); }
 
@@ -157,12 +335,27 @@ void matmul_rows(const float* x, int64_t n_rows, int64_t n_in, int64_t ldx, cons
   const int64_t n_blocks = (n_out + kBlock - 1) / kBlock;
   const int64_t work_per_block = std::max<int64_t>(1, kBlock * n_in * n_rows);
   const int64_t grain = std::max<int64_t>(1, 65536 / work_per_block);
-  const bool avx2 = use_avx2();
+  const MatmulKernel kernel = matmul_kernel();
+#ifdef TESSERA_HAVE_X86
+  // Up to 8 rows stay on AVX2, which measured faster there (bench_llm_forward, 134M shape: the
+  // cost of 2, 4 and 8 tokens over 1 was 1.03, 1.04 and 1.48 on AVX2 against 1.33, 1.50 and 1.70
+  // on AVX-512; 2.72 against 2.47 at 16). The pack is made by the calling thread, read by all.
+  if (kernel == MatmulKernel::kAvx512 && n_rows > kAvx2MaxRows && n_in >= 8) {
+    const PairPack pack = pack_pairs(x, n_rows, n_in, ldx);
+    at::parallel_for(0, n_blocks, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        block_avx512(pack, x, n_rows, n_in, ldx, w, ldw, y, ldy, bias, b * kBlock,
+                     std::min(n_out, (b + 1) * kBlock));
+      }
+    });
+    return;
+  }
+#endif
   at::parallel_for(0, n_blocks, grain, [&](int64_t b0, int64_t b1) {
     const int64_t j0 = b0 * kBlock;
     const int64_t j1 = std::min(n_out, b1 * kBlock);
 #ifdef TESSERA_HAVE_X86
-    if (avx2) {
+    if (kernel != MatmulKernel::kScalar) {
       block_avx2(x, n_rows, n_in, ldx, w, ldw, y, ldy, bias, j0, j1);
       return;
     }

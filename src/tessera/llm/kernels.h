@@ -24,7 +24,21 @@ void matmul_rows_reference(const float* x, int64_t n_rows, int64_t n_in, const f
 /// The dot product of one (x row, w row) pair, with exactly matmul_rows' accumulation order.
 float dot_invariant(const float* x, const float* w, int64_t n);
 
-/// Which matmul_rows kernel this process uses: "avx2-fma" or "scalar". Chosen once at start-up.
+/// The matmul_rows kernels, in order of capability. All give bit-identical results. kAvx512 runs
+/// more than 8 input rows in passes of up to 16 (fewer rows use the AVX2 kernels, which measured
+/// faster there).
+enum class MatmulKernel { kScalar, kAvx2, kAvx512 };
+
+/// The best kernel this CPU supports, detected once; matmul_rows starts with it.
+MatmulKernel best_matmul_kernel();
+/// The kernel matmul_rows uses now.
+MatmulKernel matmul_kernel();
+/// Selects a kernel for the whole process (the tests compare them); throws tessera::Error when
+/// the CPU lacks it.
+void set_matmul_kernel(MatmulKernel kernel);
+/// "avx512 (...)", "avx2-fma" or "scalar".
+const char* matmul_kernel_name(MatmulKernel kernel);
+/// The name of the kernel in use.
 const char* matmul_kernel_name();
 
 /// STREAM-like triad a[i] = b[i] + s * c[i] over three arrays of n floats (allocated and first
