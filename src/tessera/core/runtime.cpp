@@ -53,17 +53,21 @@ void init_runtime(int threads) {
   }
 }
 
-nlohmann::json machine_info() {
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  std::string cpu = "unknown";
+std::string cpu_model_name() {
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);) {
     if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
+      const auto colon = line.find(':');
+      return colon + 2 <= line.size() ? line.substr(colon + 2) : "unknown";
     }
   }
+  return "unknown";
+}
+
+nlohmann::json machine_info() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  const std::string cpu = cpu_model_name();
   return {{"hostname", host},
           {"cpu", cpu},
           {"cores", std::thread::hardware_concurrency()},

@@ -19,6 +19,9 @@ bool blas_is_fast();
 /// Hostname, CPU model, cores, LibTorch threads and version, BLAS library: stored in every report.
 nlohmann::json machine_info();
 
+/// The CPU's "model name" from /proc/cpuinfo, or "unknown".
+std::string cpu_model_name();
+
 /// Short git commit of the build ("unknown" outside a git checkout).
 const char* git_commit();
 

@@ -6,15 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <thread>
 
 #include <ATen/Parallel.h>
 
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/json.h"
+#include "tessera/core/runtime.h"
 #include "tessera/core/timer.h"
 #include "tessera/llm/kernels.h"
 
@@ -96,17 +95,9 @@ CostCurve measure_cost_curve(llm::LlamaEngine& engine, const std::vector<int64_t
 
 std::string cost_curve_key(const llm::LlamaEngine& engine) {
   const auto& c = engine.config();
-  std::string cpu = "unknown-cpu";
-  std::ifstream info("/proc/cpuinfo");
-  for (std::string line; std::getline(info, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 1);
-      break;
-    }
-  }
   std::string key = fmt::format("cost-d{}-l{}-h{}-kv{}-f{}-v{}-{}-t{}-{}", c.dim, c.n_layers,
                                 c.n_heads, c.n_kv_heads, c.hidden_dim, c.vocab_size,
-                                llm::matmul_kernel_name(), at::get_num_threads(), cpu);
+                                llm::matmul_kernel_name(), at::get_num_threads(), cpu_model_name());
   for (char& ch : key) {
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-') ch = '_';
   }

@@ -221,6 +221,14 @@ struct BenchOptions {
   DonorTraining donor_training(ImagenetNetwork network) const;
 };
 
+/// The images of one network's bench: the training split (donor training uses its first
+/// train_images), validation images from its end (never trained on: the quantizer or the plane
+/// budget is chosen on them) and the test images (they only report).
+struct BenchData {
+  data::Dataset full_train, train, val, test;
+};
+BenchData load_bench_data(const BenchOptions& o, int64_t image_size, const ImageLoader& images);
+
 /// One quantizer setting of one network, without or with fine-tuning.
 struct SettingResult {
   BitSparseOptions quantizer;

@@ -19,26 +19,6 @@
 namespace tessera::reram {
 namespace {
 
-struct Images {
-  data::Dataset full_train, train, val, test;
-};
-
-Images load_images(const BenchOptions& o, int64_t image_size, const ImageLoader& images) {
-  Images d;
-  d.full_train = images("train", image_size);
-  TESSERA_CHECK(o.train_images + o.val_images <= d.full_train.size(),
-                "budgets: train_images {} + val_images {} must fit in the {} training images",
-                o.train_images, o.val_images, d.full_train.size());
-  std::vector<int64_t> val_index;
-  for (int64_t i = d.full_train.size() - o.val_images; i < d.full_train.size(); ++i)
-    val_index.push_back(i);
-  d.val = d.full_train.subset(val_index);
-  d.train = d.full_train.head(o.train_images);
-  d.test = images("test", image_size);
-  if (o.test_images > 0 && o.test_images < d.test.size()) d.test = d.test.head(o.test_images);
-  return d;
-}
-
 // A fine-tuned model through the model cache: the donor's file and what was done to it are the
 // recipe, so a rerun reuses every fine-tuning that finished.
 models::Model cached_fine_tune(models::Model& donor, const std::string& donor_file,
@@ -63,7 +43,7 @@ double thread_cpu_seconds() {
 struct Context {
   const BudgetBenchOptions& options;
   const HardwareSpec& spec;
-  const Images& data;
+  const BenchData& data;
   const FineTuneOptions& ft;
   workload::Workload target, donor_workload;
   std::string donor_file;
@@ -152,7 +132,7 @@ BudgetNetwork bench_network(const BudgetBenchOptions& o, const HardwareSpec& spe
   BudgetNetwork nb;
   nb.network = network;
   const DonorTraining training = o.base.donor_training(network);
-  const Images data = load_images(o.base, training.image_size, images);
+  const BenchData data = load_bench_data(o.base, training.image_size, images);
   const std::string& file =
       network == ImagenetNetwork::ResNet50 ? o.base.resnet_donor : o.base.mobilenet_donor;
   Donor donor = load_or_train_donor(file, training, data.full_train);

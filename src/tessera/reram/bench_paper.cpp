@@ -14,27 +14,6 @@
 #include "tessera/reram/bench.h"
 
 namespace tessera::reram {
-namespace {
-
-std::string fmt_ratio(double x) { return fmt::format("{:.2f}x", x); }
-std::string fmt_pct(double x) { return fmt::format("{:.2f}", 100.0 * x); }
-std::string drop_str(double reference, double accuracy) {
-  return fmt::format("{:.2f}", 100 * (reference - accuracy));
-}
-
-std::vector<std::string> setting_names(const std::vector<QuantizerSetting>& settings) {
-  std::vector<std::string> names;
-  for (const auto& s : settings) names.push_back(quantizer_setting_name(s));
-  return names;
-}
-
-// The images of one network's bench: the training split (donor training uses its first
-// train_images), validation images from its end (never trained on: the quantizer is chosen on
-// them) and the test images (they only report).
-struct BenchData {
-  data::Dataset full_train, train, val, test;
-};
-
 BenchData load_bench_data(const BenchOptions& o, int64_t image_size, const ImageLoader& images) {
   BenchData d;
   d.full_train = images("train", image_size);
@@ -49,6 +28,20 @@ BenchData load_bench_data(const BenchOptions& o, int64_t image_size, const Image
   d.test = images("test", image_size);
   if (o.test_images > 0 && o.test_images < d.test.size()) d.test = d.test.head(o.test_images);
   return d;
+}
+
+namespace {
+
+std::string fmt_ratio(double x) { return fmt::format("{:.2f}x", x); }
+std::string fmt_pct(double x) { return fmt::format("{:.2f}", 100.0 * x); }
+std::string drop_str(double reference, double accuracy) {
+  return fmt::format("{:.2f}", 100 * (reference - accuracy));
+}
+
+std::vector<std::string> setting_names(const std::vector<QuantizerSetting>& settings) {
+  std::vector<std::string> names;
+  for (const auto& s : settings) names.push_back(quantizer_setting_name(s));
+  return names;
 }
 
 // What every setting of one network is measured against.
