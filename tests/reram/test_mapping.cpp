@@ -2,6 +2,7 @@
 // encoding; zero crossbars, squeeze-out packing and bad layers.
 #include <gtest/gtest.h>
 
+#include "layers.h"
 #include "tessera/core/error.h"
 #include "tessera/reram/mapping.h"
 #include "test_support.h"
@@ -9,25 +10,8 @@
 namespace tessera::reram {
 namespace {
 
-workload::Layer linear(int64_t in, int64_t out) {
-  workload::Layer l;
-  l.name = "fc";
-  l.kind = workload::OpKind::Linear;
-  l.in_channels = in;
-  l.out_channels = out;
-  return l;
-}
-
-workload::Layer depthwise(int64_t channels) {
-  workload::Layer l;
-  l.name = "dw";
-  l.kind = workload::OpKind::Conv2d;
-  l.in_channels = l.out_channels = l.groups = channels;
-  l.kernel_h = l.kernel_w = 3;
-  l.padding = 1;
-  l.in_h = l.in_w = l.out_h = l.out_w = 8;
-  return l;
-}
+using testing_layers::depthwise;
+using testing_layers::linear;
 
 HardwareSpec spec_with(int cell_bits, WeightEncoding encoding, int64_t size = 128,
                        int weight_bits = 8) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "layers.h"
 #include "tessera/core/error.h"
 #include "tessera/reram/bench_donor.h"
 #include "tessera/reram/imagenet.h"
@@ -17,25 +18,8 @@
 namespace tessera::reram {
 namespace {
 
-workload::Layer linear(int64_t in, int64_t out) {
-  workload::Layer l;
-  l.name = "fc";
-  l.kind = workload::OpKind::Linear;
-  l.in_channels = in;
-  l.out_channels = out;
-  return l;
-}
-
-workload::Layer depthwise(int64_t channels) {
-  workload::Layer l;
-  l.name = "dw";
-  l.kind = workload::OpKind::Conv2d;
-  l.in_channels = l.out_channels = l.groups = channels;
-  l.kernel_h = l.kernel_w = 3;
-  l.padding = 1;
-  l.in_h = l.in_w = l.out_h = l.out_w = 4;
-  return l;
-}
+using testing_layers::depthwise;
+using testing_layers::linear;
 
 HardwareSpec small_spec(int64_t size, int weight_bits) {
   HardwareSpec s;
@@ -144,7 +128,7 @@ class ReramPlanesRandom : public testing::SeededTest {};
 
 TEST_F(ReramPlanesRandom, MappedLayersComputeTheDenseVmmWithAndWithoutResidual) {
   const HardwareSpec spec = small_spec(8, 8);
-  for (const workload::Layer& layer : {linear(37, 21), depthwise(6)}) {
+  for (const workload::Layer& layer : {linear(37, 21), depthwise(6, 4)}) {
     SCOPED_TRACE(layer.name);
     const int64_t groups = layer.groups, rows = layer.weight_rows();
     const torch::Tensor f = torch::randn({layer.out_channels, rows});

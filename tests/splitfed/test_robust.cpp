@@ -126,18 +126,6 @@ RunResult run_with(const SflOptions& o, const ServerSettings& settings,
   return r;
 }
 
-double distance(const State& a, const State& b) {
-  double sum = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!a[i].second.is_floating_point()) continue;
-    sum += (a[i].second.to(torch::kFloat64) - b[i].second.to(torch::kFloat64))
-               .pow(2)
-               .sum()
-               .item<double>();
-  }
-  return std::sqrt(sum);
-}
-
 bool finite(const State& s) {
   for (const auto& [name, t] : s) {
     if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>()) return false;
@@ -170,14 +158,14 @@ TEST_F(SflRobust, AnInBoundsPoisonedStateIsClippedOrOutvoted) {
   ServerSettings plain;
   plain.clip_factor = 0.0;
   const double d_plain =
-      distance(run_with(o, plain, poison, &reports).client_state, honest.client_state);
+      update_norm(run_with(o, plain, poison, &reports).client_state, honest.client_state);
   const double d_clipped =
-      distance(run_with(o, {}, poison, &reports).client_state, honest.client_state);
+      update_norm(run_with(o, {}, poison, &reports).client_state, honest.client_state);
   EXPECT_EQ(reports[2].epochs_active, 2) << "in bounds: accepted, but clipped";
   ServerSettings median;
   median.aggregation = Aggregation::median;
   const double d_median =
-      distance(run_with(o, median, poison, &reports).client_state, honest.client_state);
+      update_norm(run_with(o, median, poison, &reports).client_state, honest.client_state);
   EXPECT_GT(d_plain, 10.0 * d_clipped) << d_plain << " vs " << d_clipped;
   EXPECT_GT(d_plain, 10.0 * d_median) << d_plain << " vs " << d_median;
 }

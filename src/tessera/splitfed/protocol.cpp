@@ -68,7 +68,8 @@ std::string check_bounded(const std::string& name, const torch::Tensor& t, doubl
   return "";
 }
 
-/// L2 norm over the floating tensors of a - b, in float64 (a 1e30 update must not overflow).
+}  // namespace
+
 double update_norm(const State& a, const State& b) {
   double sum = 0.0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -80,8 +81,6 @@ double update_norm(const State& a, const State& b) {
   }
   return std::sqrt(sum);
 }
-
-}  // namespace
 
 Aggregation parse_aggregation(const std::string& name) {
   if (name == "mean") return Aggregation::mean;

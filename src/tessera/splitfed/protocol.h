@@ -139,6 +139,9 @@ std::string aggregation_name(Aggregation aggregation);
 State aggregate_states(const State& global, const std::vector<State>& states,
                        Aggregation aggregation, double clip_factor, double trim_fraction);
 
+/// L2 norm over the floating tensors of a - b, in float64 (a 1e30 update must not overflow).
+double update_norm(const State& a, const State& b);
+
 /// Called with every accepted step's smashed data (curious-server attacks observe here).
 using SmashedObserver =
     std::function<void(int64_t client, const torch::Tensor& z, const torch::Tensor& y)>;
