@@ -52,8 +52,8 @@ TEST_F(Bench, SweepReportsEveryMethodAndKeepRatio) {
   models::Model model = trained_small_vit();
   const auto train_set = small_data(128, 2), test_set = small_data(64, 3);
   const VitBenchResult r = run_vit_bench(model, train_set, test_set, tiny_options());
-  // unpruned + 3 methods x 2 ratios + the fine-tuned CP-ViT at 0.5.
-  ASSERT_EQ(r.rows.size(), 8u);
+  // unpruned + 3 methods x (2 ratios + the fine-tuned copy at 0.5).
+  ASSERT_EQ(r.rows.size(), 10u);
   EXPECT_EQ(r.rows[0].method, "unpruned");
   EXPECT_EQ(r.eval_images, 64);
   EXPECT_DOUBLE_EQ(r.rows[0].macs_saved, 0.0);
@@ -72,13 +72,19 @@ TEST_F(Bench, SweepReportsEveryMethodAndKeepRatio) {
   EXPECT_EQ(r.rows[2].method, "cp-vit");
   EXPECT_EQ(r.rows[2].final_tokens, 9);  // 8 of 16 patches + CLS
   EXPECT_EQ(r.rows[3].method, "cp-vit+ft");
-  ASSERT_EQ(r.equal_flops.size(), 1u);
+  EXPECT_EQ(r.rows[3].macs.total, r.rows[2].macs.total);
+  EXPECT_EQ(r.rows[6].method, "evit+ft");
+  EXPECT_EQ(r.rows[9].method, "tome+ft");
+  ASSERT_EQ(r.equal_flops.size(), 2u);
   EXPECT_EQ(r.equal_flops[0].baselines, (std::vector<std::string>{"evit", "tome"}));
-  EXPECT_EQ(r.table().n_rows(), 8u);
-  EXPECT_EQ(r.equal_flops_table().n_rows(), 1u);
+  EXPECT_FALSE(r.equal_flops[0].fine_tuned);
+  EXPECT_EQ(r.equal_flops[1].baselines, (std::vector<std::string>{"evit+ft", "tome+ft"}));
+  EXPECT_TRUE(r.equal_flops[1].fine_tuned);
+  EXPECT_EQ(r.table().n_rows(), 10u);
+  EXPECT_EQ(r.equal_flops_table().n_rows(), 2u);
   EXPECT_GE(r.goals_table().n_rows(), 1u);
   const auto json = r.to_json();
-  EXPECT_EQ(json["rows"].size(), 8u);
+  EXPECT_EQ(json["rows"].size(), 10u);
   EXPECT_TRUE(json["rows"][2]["detail"]["schedule"].contains("kept_patches"));
   EXPECT_NE(r.svg().find("<svg"), std::string::npos);
   EXPECT_NE(r.to_string().find("Goals"), std::string::npos);
@@ -114,10 +120,31 @@ TEST_F(Bench, PrunedForwardTrainsTheKeptHeadsOnly) {
   fo.steps = 4;
   fo.batch_size = 16;
   fo.lr = 1e-3;
-  const double loss = finetune_pruned(model, s, o.patch_score, small_data(64, 5), fo);
+  const double loss = finetune_reduced(model, s.kept_heads, pruner, small_data(64, 5), fo);
   EXPECT_TRUE(std::isfinite(loss));
   EXPECT_FALSE(torch::equal(before, vit->blocks()[1]->fc1->weight));
   EXPECT_FALSE(model->is_training());
+}
+
+TEST_F(Bench, FinetuneDistillsFromTheUnprunedModel) {
+  models::Model model = trained_small_vit();
+  CascadeOptions o;
+  o.keep_ratio = 1.0;  // nothing pruned: the student starts equal to its teacher
+  const CascadeSchedule s = calibrate_cascade(model, small_data(32, 4).images, o);
+  FinetuneOptions fo;
+  fo.steps = 3;
+  fo.batch_size = 16;
+  fo.lr = 1e-4;
+  fo.distill_weight = 1.0;
+  CascadePruner pruner(s, o.patch_score);
+  const double kl = finetune_reduced(model, s.kept_heads, pruner, small_data(48, 6), fo);
+  EXPECT_GE(kl, 0.0);
+  EXPECT_LT(kl, 1e-4);  // the divergence of equal predictions; labels carry no weight
+  fo.distill_weight = 0.0;
+  const double ce = finetune_reduced(model, s.kept_heads, pruner, small_data(48, 6), fo);
+  EXPECT_GT(ce, 0.1);  // cross-entropy on labels the tiny model does not fit
+  fo.distill_weight = 1.5;
+  EXPECT_NE(error_of([&] { fo.validate(); }).find("distill_weight"), std::string::npos);
 }
 
 TEST_F(Bench, MethodSettingsFollowTheTargetKeepRatio) {

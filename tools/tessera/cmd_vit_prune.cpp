@@ -71,12 +71,17 @@ void add_bench_flags(CLI::App* cmd, vit_prune::VitBenchOptions& o) {
   cmd->add_option("--latency-reps", o.latency_reps, "timed forwards per configuration and batch")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--finetune-steps", o.finetune_steps,
-                  "fine-tune CP-ViT with pruning active for N steps per keep ratio (0 = off)")
+  cmd->add_option(
+         "--finetune-steps", o.finetune_steps,
+         "fine-tune a copy per method and keep ratio with its reduction active, N steps (0 = off)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--finetune-lr", o.finetune_lr, "fine-tune peak learning rate (AdamW)")
       ->capture_default_str();
+  cmd->add_option("--finetune-distill", o.finetune_distill,
+                  "fine-tune: weight of the KL to the unpruned model (0 = labels only)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cli::add_data_option(cmd, o.data_dir);
   cli::add_seed_option(cmd, o.seed);
 }

@@ -121,21 +121,54 @@ std::vector<std::pair<double, double>> curve_of(const std::vector<VitBenchRow>& 
   return curve;
 }
 
-std::vector<EqualFlopsRow> compare_equal_flops(const std::vector<VitBenchRow>& rows,
-                                               const std::vector<std::string>& methods) {
-  std::vector<EqualFlopsRow> out;
+/// CP-ViT's rows against each baseline's curve; `suffix` "+ft" compares the fine-tuned rows.
+void compare_equal_flops(const std::vector<VitBenchRow>& rows,
+                         const std::vector<std::string>& methods, const std::string& suffix,
+                         std::vector<EqualFlopsRow>& out) {
   for (const auto& r : rows) {
-    if (r.method != "cp-vit" || r.target_keep >= 1.0) continue;
-    EqualFlopsRow e{r.target_keep, r.macs_saved, r.accuracy, {}, {}};
+    if (r.method != "cp-vit" + suffix || r.target_keep >= 1.0) continue;
+    EqualFlopsRow e{r.target_keep, r.macs_saved, r.accuracy, !suffix.empty(), {}, {}};
     for (const auto& m : methods) {
       if (m == "cp-vit") continue;
-      e.baselines.push_back(m);
+      e.baselines.push_back(m + suffix);
       e.baseline_accuracy.push_back(
-          interpolate(curve_of(rows, m), static_cast<double>(r.macs.total)));
+          interpolate(curve_of(rows, m + suffix), static_cast<double>(r.macs.total)));
     }
     out.push_back(e);
   }
-  return out;
+}
+
+/// One method at one setting on `model`: its engine and reducer, and the plan it must run.
+struct Configured {
+  Candidate candidate;
+  TokenPlan plan;
+  nlohmann::json detail;
+  std::vector<std::vector<int64_t>> kept_heads;
+};
+
+Configured configure(const MethodSetting& s, const VitShape& shape, models::Model& model,
+                     const torch::Tensor& calibration) {
+  Configured c;
+  switch (s.method) {
+    case Method::cpvit: {
+      const CascadeSchedule schedule = calibrate_cascade(model, calibration, s.cascade);
+      c.kept_heads = schedule.kept_heads;
+      c.candidate.reducer = std::make_shared<CascadePruner>(schedule, s.cascade.patch_score);
+      c.plan = cascade_plan(shape, schedule.kept_patches, head_counts(schedule));
+      c.detail = schedule.to_json();
+      break;
+    }
+    case Method::evit:
+      c.candidate.reducer = std::make_shared<EvitPruner>(s.evit, shape.depth);
+      c.plan = evit_plan(shape, s.evit);
+      break;
+    case Method::tome:
+      c.candidate.reducer = std::make_shared<TomeMerger>(s.tome);
+      c.plan = tome_plan(shape, s.tome);
+      break;
+  }
+  c.candidate.engine = std::make_shared<ReducedVit>(model, c.kept_heads);
+  return c;
 }
 
 }  // namespace
@@ -210,6 +243,8 @@ void VitBenchOptions::validate() const {
                 finetune_steps);
   TESSERA_CHECK(std::isfinite(finetune_lr) && finetune_lr > 0,
                 "vit bench: finetune_lr must be > 0, got {}", finetune_lr);
+  TESSERA_CHECK(finetune_distill >= 0 && finetune_distill <= 1,
+                "vit bench: finetune_distill must be in [0, 1], got {}", finetune_distill);
 }
 
 nlohmann::json VitBenchOptions::to_json() const {
@@ -224,6 +259,7 @@ nlohmann::json VitBenchOptions::to_json() const {
           {"latency_reps", latency_reps},
           {"finetune_steps", finetune_steps},
           {"finetune_lr", finetune_lr},
+          {"finetune_distill", finetune_distill},
           {"seed", seed}};
 }
 
@@ -244,11 +280,26 @@ double reduced_accuracy(ReducedVit& engine, TokenReducer* reducer, const data::D
   return static_cast<double>(correct) / static_cast<double>(set.size());
 }
 
-double finetune_pruned(models::Model& model, const CascadeSchedule& schedule, PatchScore score,
-                       const data::Dataset& train_set, const FinetuneOptions& options) {
-  TESSERA_CHECK(options.steps >= 1, "finetune: steps must be >= 1, got {}", options.steps);
-  ReducedVit engine(model, schedule.kept_heads);
-  CascadePruner pruner(schedule, score);
+void FinetuneOptions::validate() const {
+  TESSERA_CHECK(steps >= 1, "finetune: steps must be >= 1, got {}", steps);
+  TESSERA_CHECK(std::isfinite(lr) && lr > 0, "finetune: lr must be > 0, got {}", lr);
+  TESSERA_CHECK(batch_size >= 1, "finetune: batch_size must be >= 1, got {}", batch_size);
+  TESSERA_CHECK(distill_weight >= 0 && distill_weight <= 1,
+                "finetune: distill_weight must be in [0, 1], got {}", distill_weight);
+}
+
+double finetune_reduced(models::Model& model, const std::vector<std::vector<int64_t>>& kept_heads,
+                        TokenReducer& reducer, const data::Dataset& train_set,
+                        const FinetuneOptions& options) {
+  options.validate();
+  models::Model teacher{nullptr};
+  if (options.distill_weight > 0) {
+    teacher = models::clone(model);
+    teacher->eval();
+    for (auto& p : teacher->parameters()) p.requires_grad_(false);
+  }
+  ReducedVit engine(model, kept_heads);
+  const train::TrainOptions& recipe = reference_recipe().options;
   train::TrainOptions o;
   o.steps = options.steps;
   o.batch_size = options.batch_size;
@@ -259,13 +310,31 @@ double finetune_pruned(models::Model& model, const CascadeSchedule& schedule, Pa
   o.per_step_schedule = true;
   o.warmup_steps = std::max<int64_t>(1, options.steps / 10);
   o.clip_grad_norm = 1.0;
+  o.augment_pad = recipe.augment_pad;
+  o.augment_flip = recipe.augment_flip;
+  o.label_smoothing = recipe.label_smoothing;
   o.seed = options.seed;
   o.progress_label = "vit finetune (pruned)";
-  auto pruned = [&](const torch::Tensor& x) { return engine.forward(x, &pruner).logits; };
+  auto pruned = [&](const torch::Tensor& x) { return engine.forward(x, &reducer).logits; };
+  const double w = options.distill_weight;
   train::TrainHooks hooks;
   hooks.loss = [&](const torch::Tensor& images, const torch::Tensor& labels) {
     const auto logits = pruned(images);
-    return train::StepLoss{torch::nn::functional::cross_entropy(logits, labels), logits};
+    namespace F = torch::nn::functional;
+    auto loss = F::cross_entropy(logits, labels,
+                                 F::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing));
+    if (w > 0) {
+      torch::Tensor target;
+      {
+        torch::NoGradGuard no_grad;
+        target = torch::log_softmax(teacher->forward(images), 1);
+      }
+      const auto kl =
+          F::kl_div(torch::log_softmax(logits, 1), target,
+                    F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+      loss = (1 - w) * loss + w * kl;
+    }
+    return train::StepLoss{loss, logits};
   };
   const auto epochs = train::fit(*model, pruned, train_set, nullptr, o, hooks);
   model->eval();
@@ -308,48 +377,36 @@ VitBenchResult run_vit_bench(models::Model& model, const data::Dataset& train_se
         continue;
       }
       seen.push_back(s.describe());
-      Candidate c;
-      TokenPlan plan;
-      nlohmann::json detail;
-      CascadeSchedule schedule;
-      if (method == Method::cpvit) {
-        schedule = calibrate_cascade(model, calibration, s.cascade);
-        c.engine = std::make_shared<ReducedVit>(model, schedule.kept_heads);
-        c.reducer = std::make_shared<CascadePruner>(schedule, s.cascade.patch_score);
-        plan = cascade_plan(shape, schedule.kept_patches, head_counts(schedule));
-        detail = schedule.to_json();
-      } else if (method == Method::evit) {
-        c.engine = std::make_shared<ReducedVit>(model);
-        c.reducer = std::make_shared<EvitPruner>(s.evit, shape.depth);
-        plan = evit_plan(shape, s.evit);
-      } else {
-        c.engine = std::make_shared<ReducedVit>(model);
-        c.reducer = std::make_shared<TomeMerger>(s.tome);
-        plan = tome_plan(shape, s.tome);
-      }
+      Configured c = configure(s, shape, model, calibration);
       {
         torch::NoGradGuard no_grad;
-        check_trace(c.engine->forward(probe, c.reducer.get()).trace, plan, s.describe());
+        check_trace(c.candidate.engine->forward(probe, c.candidate.reducer.get()).trace, c.plan,
+                    s.describe());
       }
-      const double accuracy = reduced_accuracy(*c.engine, c.reducer.get(), eval_set);
-      result.rows.push_back(make_row(name, s, accuracy, vit_macs(shape, plan), full, plan));
-      result.rows.back().detail["schedule"] = detail;
-      candidates.push_back(c);
+      const MacCount macs = vit_macs(shape, c.plan);
+      const double accuracy =
+          reduced_accuracy(*c.candidate.engine, c.candidate.reducer.get(), eval_set);
+      result.rows.push_back(make_row(name, s, accuracy, macs, full, c.plan));
+      result.rows.back().detail["schedule"] = c.detail;
+      candidates.push_back(c.candidate);
       log::info("vit bench: {} {}: {:.2f}% at {:.1f}% MACs saved", name, s.describe(),
                 100 * accuracy, 100 * result.rows.back().macs_saved);
-      if (method == Method::cpvit && o.finetune_steps > 0 && keep < 1.0) {
-        models::Model tuned = models::clone(model);
+      if (o.finetune_steps > 0 && keep < 1.0) {
+        // A copy of the model, tuned with the same reducer (CP-ViT: the schedule calibrated on
+        // the original weights).
+        models::Model copy = models::clone(model);
         FinetuneOptions fo;
         fo.steps = o.finetune_steps;
         fo.lr = o.finetune_lr;
+        fo.distill_weight = o.finetune_distill;
         fo.seed = o.seed;
-        finetune_pruned(tuned, schedule, s.cascade.patch_score, train_set, fo);
-        Candidate t{std::make_shared<ReducedVit>(tuned, schedule.kept_heads),
-                    std::make_shared<CascadePruner>(schedule, s.cascade.patch_score), nullptr};
-        const double tuned_acc = reduced_accuracy(*t.engine, t.reducer.get(), eval_set);
-        result.rows.push_back(
-            make_row("cp-vit+ft", s, tuned_acc, vit_macs(shape, plan), full, plan));
-        candidates.push_back(t);
+        finetune_reduced(copy, c.kept_heads, *c.candidate.reducer, train_set, fo);
+        Candidate tuned{std::make_shared<ReducedVit>(copy, c.kept_heads), c.candidate.reducer,
+                        nullptr};
+        const double tuned_acc = reduced_accuracy(*tuned.engine, tuned.reducer.get(), eval_set);
+        result.rows.push_back(make_row(name + "+ft", s, tuned_acc, macs, full, c.plan));
+        candidates.push_back(tuned);
+        log::info("vit bench: {}+ft {}: {:.2f}%", name, s.describe(), 100 * tuned_acc);
       }
       bar.update();
     }
@@ -361,7 +418,8 @@ VitBenchResult run_vit_bench(models::Model& model, const data::Dataset& train_se
     for (size_t b = 0; b < latency[i].size(); ++b)
       result.rows[i].speedup.push_back(latency[0][b] / latency[i][b]);
   }
-  result.equal_flops = compare_equal_flops(result.rows, o.methods);
+  compare_equal_flops(result.rows, o.methods, "", result.equal_flops);
+  compare_equal_flops(result.rows, o.methods, "+ft", result.equal_flops);
   return result;
 }
 
@@ -406,13 +464,14 @@ Table VitBenchResult::table() const {
 
 Table VitBenchResult::equal_flops_table() const {
   std::vector<std::string> header = {"cp-vit keep", "MACs saved %", "cp-vit acc %"};
+  // The baselines by method name; a fine-tuned row compares with the baseline's "+ft" curve.
   if (!equal_flops.empty())
     for (const auto& b : equal_flops.front().baselines) header.push_back(b + " acc % (interp.)");
   Table t(header);
   for (const auto& e : equal_flops) {
-    std::vector<std::string> cells = {fmt::format("{:.2f}", e.target_keep),
-                                      fmt::format("{:.1f}", 100 * e.macs_saved),
-                                      percent(e.cpvit_accuracy)};
+    std::vector<std::string> cells = {
+        fmt::format("{:.2f}{}", e.target_keep, e.fine_tuned ? " +ft" : ""),
+        fmt::format("{:.1f}", 100 * e.macs_saved), percent(e.cpvit_accuracy)};
     for (const double a : e.baseline_accuracy)
       cells.push_back(std::isnan(a) ? "outside curve" : percent(a));
     t.add_row(cells);
@@ -423,20 +482,20 @@ Table VitBenchResult::equal_flops_table() const {
 Table VitBenchResult::goals_table() const {
   Table t({"goal", "measured", "verdict"});
   const VitBenchRow& base = rows.front();
-  const VitBenchRow* half = nullptr;
   const VitBenchRow* forty = nullptr;
   for (const auto& r : rows) {
-    if (r.method != "cp-vit") continue;
-    if (std::abs(r.target_keep - 0.5) < 1e-9) half = &r;
-    if (r.macs_saved >= 0.40 && (forty == nullptr || r.macs_saved < forty->macs_saved)) forty = &r;
-  }
-  if (half != nullptr) {
-    const double loss = 100 * (base.accuracy - half->accuracy);
-    t.add_row(
-        {"50% patches pruned: MACs cut > 40%, accuracy loss < 1 point",
-         fmt::format("MACs -{:.1f}%, accuracy {:.2f}% -> {:.2f}% ({:+.2f} points)",
-                     100 * half->macs_saved, 100 * base.accuracy, 100 * half->accuracy, -loss),
-         half->macs_saved > 0.40 && loss < 1.0 ? "met" : "missed"});
+    if (r.method != "cp-vit" && r.method != "cp-vit+ft") continue;
+    if (std::abs(r.target_keep - 0.5) < 1e-9) {
+      const double loss = 100 * (base.accuracy - r.accuracy);
+      t.add_row({fmt::format("50% patches pruned: MACs cut > 40%, accuracy loss < 1 point{}",
+                             r.method == "cp-vit" ? "" : " (fine-tuned)"),
+                 fmt::format("MACs -{:.1f}%, accuracy {:.2f}% -> {:.2f}% ({:+.2f} points)",
+                             100 * r.macs_saved, 100 * base.accuracy, 100 * r.accuracy, -loss),
+                 r.macs_saved > 0.40 && loss < 1.0 ? "met" : "missed"});
+    }
+    if (r.method == "cp-vit" && r.macs_saved >= 0.40 &&
+        (forty == nullptr || r.macs_saved < forty->macs_saved))
+      forty = &r;
   }
   if (forty != nullptr) {
     std::string measured =
@@ -449,20 +508,26 @@ Table VitBenchResult::goals_table() const {
     }
     t.add_row({">= 1.5x faster at the 40%-MACs-saved point", measured, met ? "met" : "missed"});
   }
-  for (size_t m = 0; !equal_flops.empty() && m < equal_flops.front().baselines.size(); ++m) {
-    int64_t n = 0, wins = 0;
-    double worst = std::numeric_limits<double>::infinity();
-    for (const auto& e : equal_flops) {
-      if (std::isnan(e.baseline_accuracy[m])) continue;
-      ++n;
-      const double gap = 100 * (e.cpvit_accuracy - e.baseline_accuracy[m]);
-      wins += gap >= 0 ? 1 : 0;
-      worst = std::min(worst, gap);
+  for (const bool tuned : {false, true}) {
+    std::vector<const EqualFlopsRow*> mode;
+    for (const auto& e : equal_flops)
+      if (e.fine_tuned == tuned) mode.push_back(&e);
+    for (size_t m = 0; !mode.empty() && m < mode.front()->baselines.size(); ++m) {
+      int64_t n = 0, wins = 0;
+      double worst = std::numeric_limits<double>::infinity();
+      for (const EqualFlopsRow* e : mode) {
+        if (std::isnan(e->baseline_accuracy[m])) continue;
+        ++n;
+        const double gap = 100 * (e->cpvit_accuracy - e->baseline_accuracy[m]);
+        wins += gap >= 0 ? 1 : 0;
+        worst = std::min(worst, gap);
+      }
+      if (n == 0) continue;
+      t.add_row({fmt::format("equal MACs: cp-vit{} accuracy >= {}", tuned ? "+ft" : "",
+                             mode.front()->baselines[m]),
+                 fmt::format("{}/{} points at or above; worst gap {:+.2f} points", wins, n, worst),
+                 wins == n ? "met" : "missed"});
     }
-    if (n == 0) continue;
-    t.add_row({"equal MACs: cp-vit accuracy >= " + equal_flops.front().baselines[m],
-               fmt::format("{}/{} points at or above; worst gap {:+.2f} points", wins, n, worst),
-               wins == n ? "met" : "missed"});
   }
   return t;
 }

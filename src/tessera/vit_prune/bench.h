@@ -49,10 +49,11 @@ struct VitBenchOptions {
   int64_t eval_size = 0;             ///< test images for accuracy (0 = the whole test set)
   std::vector<int64_t> latency_batches = {1, 64};
   int64_t latency_reps = 30;  ///< timed forwards per configuration and batch (median reported)
-  /// > 0: also fine-tune a copy of the model for this many steps with CP-ViT pruning active (at
-  /// each CP-ViT keep ratio < 1) through train::fit, and report it as "cp-vit+ft".
+  /// > 0: also fine-tune a copy of the model for this many steps with each method's reduction
+  /// active (at each keep ratio < 1) through train::fit, and report it as "<method>+ft".
   int64_t finetune_steps = 0;
   double finetune_lr = 1e-4;
+  double finetune_distill = 0.0;  ///< FinetuneOptions::distill_weight
   std::string data_dir = data::kFashionMnistDir;
   uint64_t seed = 0;
 
@@ -61,7 +62,7 @@ struct VitBenchOptions {
 };
 
 struct VitBenchRow {
-  std::string method;  ///< "unpruned", "cp-vit", "evit", "tome", "cp-vit+ft"
+  std::string method;  ///< "unpruned", "cp-vit", "evit", "tome", or one of them + "+ft"
   double target_keep = 1.0;
   std::string setting;
   double accuracy = 0.0;
@@ -78,6 +79,7 @@ struct EqualFlopsRow {
   double target_keep = 0.0;
   double macs_saved = 0.0;
   double cpvit_accuracy = 0.0;
+  bool fine_tuned = false;                ///< the "+ft" rows of every method
   std::vector<std::string> baselines;     ///< method names
   std::vector<double> baseline_accuracy;  ///< NaN where the point is outside the curve
 };
@@ -118,17 +120,29 @@ struct ImagenetFlopsResult {
 ImagenetFlopsResult imagenet_flops(const std::vector<double>& keep_ratios,
                                    const CascadeOptions& cascade);
 
-/// Options of the fine-tune with pruning active.
+/// Options of the fine-tune with pruning active. The augmentation and label smoothing are the
+/// reference recipe's (flips, no crops, 0.1), so the fine-tune sees the images the model was
+/// trained on.
 struct FinetuneOptions {
   int64_t steps = 300;
   double lr = 1e-4;
   int64_t batch_size = 64;
+  /// RECONSTRUCTED (the paper's fine-tune uses labels only; DynamicViT distils): the weight of
+  /// the KL divergence to the unpruned model's predictions (temperature 1) in
+  /// (1 - w) * CE(labels) + w * KL. 0 = labels only.
+  double distill_weight = 0.0;
   uint64_t seed = 0;
+
+  void validate() const;
 };
-/// Fine-tunes `model` in place with the schedule's pruning in every forward (train::fit's loss
-/// hook runs the pruned forward; AdamW, per-step cosine). Returns the final training loss.
-double finetune_pruned(models::Model& model, const CascadeSchedule& schedule, PatchScore score,
-                       const data::Dataset& train_set, const FinetuneOptions& options);
+/// Fine-tunes `model` in place with `reducer` (CP-ViT, EViT or ToMe) active in every forward,
+/// on the heads `kept_heads` (ReducedVit's argument; empty = all) (train::fit's loss hook runs the
+/// reduced forward; AdamW, per-step cosine); with distill_weight > 0 the teacher is a frozen copy
+/// of the model as it was, unreduced. Build a new ReducedVit after it: an engine's head slices are
+/// copied at construction. Returns the final training loss.
+double finetune_reduced(models::Model& model, const std::vector<std::vector<int64_t>>& kept_heads,
+                        TokenReducer& reducer, const data::Dataset& train_set,
+                        const FinetuneOptions& options);
 
 /// Top-1 accuracy of a reduced forward over a data set (batches of 500).
 double reduced_accuracy(ReducedVit& engine, TokenReducer* reducer, const data::Dataset& set);

@@ -221,10 +221,13 @@ CascadeSchedule calibrate_cascade(models::Model& model, const torch::Tensor& ima
 
 CascadePruner::CascadePruner(CascadeSchedule schedule, PatchScore score)
     : schedule_(std::move(schedule)), score_(score) {
-  for (size_t l = 1; l < schedule_.kept_patches.size(); ++l)
-    TESSERA_CHECK(schedule_.kept_patches[l] <= schedule_.kept_patches[l - 1],
-                  "cascade schedule must not grow: block {} keeps {} after {}", l,
-                  schedule_.kept_patches[l], schedule_.kept_patches[l - 1]);
+  const auto& kept = schedule_.kept_patches;
+  for (size_t l = 1; l < kept.size(); ++l) {
+    TESSERA_CHECK(kept[l] <= kept[l - 1],
+                  "cascade schedule must not grow: block {} keeps {} after {}", l, kept[l],
+                  kept[l - 1]);
+    if (kept[l] < kept[l - 1]) last_reduction_ = static_cast<int64_t>(l);
+  }
 }
 
 void CascadePruner::start(TokenState& state) {
@@ -234,6 +237,7 @@ void CascadePruner::start(TokenState& state) {
 void CascadePruner::reduce(int64_t layer, TokenState& state, const AttentionPieces& attention) {
   TESSERA_CHECK(layer < static_cast<int64_t>(schedule_.kept_patches.size()),
                 "cascade schedule has no block {}", layer);
+  if (layer > last_reduction_) return;
   accumulate_patch_score(state.score, attention.probs.detach(), score_);
   const int64_t keep = schedule_.kept_patches[layer];
   if (keep >= state.tokens() - 1) return;

@@ -96,6 +96,9 @@ class CascadePruner : public TokenReducer {
  private:
   CascadeSchedule schedule_;
   PatchScore score_;
+  /// The last block whose schedule removes patches: later blocks skip the score, which no
+  /// later selection reads.
+  int64_t last_reduction_ = 0;
 };
 
 /// A calibrated CP-ViT: the engine with the schedule's heads, and the pruner.
