@@ -24,7 +24,6 @@ ObfuscateBenchOptions tiny(const std::string& dir) {
   o.width_mult = 0.5;
   o.recipe.random.max_log2_channels = 5;
   o.recipe.random.max_conv_units = 5;
-  o.recipe.random.input_shape = {1, 16, 16};
   o.recipe.train_nets = 20;
   o.recipe.test_nets = 5;
   o.recipe.trace_repeats = 1;
@@ -49,8 +48,7 @@ TEST_F(Bench, RunsBothModelsAndSavesRunnableModelFiles) {
   train::set_cache_dir(dir.file("cache"));
   ObfuscateBenchOptions o = tiny(dir.file("out"));
   o.width_mult = 1.0;  // the 64 -> 128 conv exists at full width
-  o.image_size = 8;
-  o.recipe.random.input_shape = {1, 8, 8};
+  o.image_size = 8;  // the random nets are traced at 8 px too (attacker_recipe)
   const ObfuscateBenchResult r = run_obfuscate_bench(o);
   EXPECT_EQ(r.held_out.nets, 5);
   EXPECT_GT(r.held_out.convs, 0);
@@ -83,8 +81,10 @@ TEST_F(Bench, RunsBothModelsAndSavesRunnableModelFiles) {
   EXPECT_NE(text.find("Goals:"), std::string::npos);
   EXPECT_NE(text.find("ResNet-18 sequence differs"), std::string::npos);
   EXPECT_TRUE(r.to_json().contains("rows"));
-  // The attacker file is cached: a second bench reuses it.
-  EXPECT_TRUE(file_exists(train::cached_file_path(o.recipe.cache_file())));
+  // The attacker learnt on random nets of the victims' input size, and its file is cached.
+  EXPECT_EQ(o.attacker_recipe().random.input_shape, (std::vector<int64_t>{1, 8, 8}));
+  EXPECT_NE(o.attacker_recipe().cache_file(), o.recipe.cache_file());
+  EXPECT_TRUE(file_exists(train::cached_file_path(o.attacker_recipe().cache_file())));
   train::set_cache_dir("");
 }
 

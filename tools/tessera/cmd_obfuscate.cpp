@@ -135,7 +135,7 @@ void run_apply(ApplyCommand& c) {
   tessera::models::Model model = tessera::models::load(c.model);
   const auto& config = model->config();
   c.options.image_size = config.image_size;
-  obf::Attacker attacker = obf::cached_attacker(c.options.recipe);
+  obf::Attacker attacker = obf::cached_attacker(c.options.attacker_recipe());
   const auto eval_set = obf::eval_dataset(c.options);
   tessera::Report report("obfuscate apply", c.options.to_json(), c.options.seed);
   obf::ObfuscateBenchResult result;

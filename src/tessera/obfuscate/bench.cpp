@@ -142,6 +142,12 @@ void ObfuscateBenchOptions::validate() const {
   TESSERA_CHECK(eval_images >= 0, "eval_images must be >= 0, got {}", eval_images);
 }
 
+AttackerRecipe ObfuscateBenchOptions::attacker_recipe() const {
+  AttackerRecipe r = recipe;
+  r.random.input_shape = {1, image_size, image_size};
+  return r;
+}
+
 nlohmann::json ObfuscateBenchOptions::to_json() const {
   return {{"models", models},
           {"image_size", image_size},
@@ -426,8 +432,9 @@ ObfuscateBenchResult run_obfuscate_bench(const ObfuscateBenchOptions& o) {
   o.validate();
   ObfuscateBenchResult result;
   result.options = o;
-  Attacker attacker = cached_attacker(o.recipe);
-  const auto test = random_traces(o.recipe, o.recipe.test_nets, test_seed_base(o.recipe));
+  const AttackerRecipe recipe = o.attacker_recipe();
+  Attacker attacker = cached_attacker(recipe);
+  const auto test = random_traces(recipe, recipe.test_nets, test_seed_base(recipe));
   result.held_out = evaluate_held_out(attacker, test);
   result.cache_misses_available = !test.empty() && test[0].trace.has_cache_misses;
   const data::Dataset eval_set = eval_dataset(o);

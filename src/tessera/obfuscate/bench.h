@@ -77,6 +77,9 @@ struct ObfuscateBenchOptions {
   ObfuscateBenchOptions();
   void validate() const;
   nlohmann::json to_json() const;
+  /// `recipe` with the random networks traced at the victims' input (1 x image_size x
+  /// image_size), so the attacker learns the side channel at the scale it attacks.
+  AttackerRecipe attacker_recipe() const;
 };
 
 /// One obfuscation result on one model.
