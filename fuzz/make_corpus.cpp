@@ -1,6 +1,7 @@
 // Writes the fuzz targets' seed corpus, small valid inputs made by Tessera's own writers:
 //   fuzz_make_corpus OUT_DIR REPO_ROOT    (OUT_DIR/<target>/<seed>; scripts/fuzz.sh runs it)
 // The seeds are tiny versions of each format (a few KB per target), so mutations stay fast.
+#include <fmt/format.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -136,6 +137,12 @@ void llm_seeds() {
   const auto tok = llm::Tokenizer::train({"the cat sat on the mat, the end 12"}, 262, {"<|eos|>"});
   put("llm_tokenizer", "trained.json", tok.to_json().dump());
   put("llm_tokenizer", "bytes.json", llm::Tokenizer().to_json().dump());
+  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b"};
+  for (int b = 0; b < 256; ++b) pieces.push_back(fmt::format("<0x{:02X}>", b));
+  auto sp = llm::VocabTokenizer::sentencepiece(pieces, std::vector<float>(pieces.size(), 0.0f),
+                                               true, 1, 2);
+  sp.set_add_bos(true);
+  put("llm_tokenizer", "sentencepiece.json", sp.to_json().dump());
   const llm::Llama model(c);
   llm::save_llm(out_dir + "/llm_file/tiny.safetensors", model, tok);
 
@@ -277,6 +284,23 @@ void gguf_and_tokenizer_json_seeds() {
       {"pre_tokenizer", {{"type", "ByteLevel"}}},
       {"added_tokens", {{{"id", 258}, {"content", "<|endoftext|>"}}}}};
   put("tokenizer_json", "bpe.json", j.dump());
+  // Llama 3's form: a regex Split, then ByteLevel without its own regex, and a BOS template.
+  nlohmann::json split = j;
+  split["pre_tokenizer"] = {{"type", "Sequence"},
+                            {"pretokenizers",
+                             {{{"type", "Split"},
+                               {"pattern", {{"Regex", llm::kLlama3Pattern}}},
+                               {"behavior", "Isolated"},
+                               {"invert", false}},
+                              {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+  split["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", {{{"SpecialToken", {{"id", "<|endoftext|>"}, {"type_id", 0}}}}}}};
+  put("tokenizer_json", "split.json", split.dump());
+  // Foreign tokenizers as a Tessera LLM file stores them (tessera.tokenizer).
+  const auto byte_bpe = llm::VocabTokenizer::byte_bpe(
+      bpe, {"h e"}, -1, 0, llm::PreTokenizer({llm::kGpt2Pattern}, "seed"));
+  put("llm_tokenizer", "byte_bpe.json", byte_bpe.to_json().dump());
 }
 
 void idx_seeds() {

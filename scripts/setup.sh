@@ -16,6 +16,7 @@ packages=(
   python3-torch                               # tests: models trained in PyTorch, imported
   libtorch-dev libopenblas0-openmp            # tensors; OpenBLAS or matmul is ~15x slower
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev zlib1g-dev libssl-dev
+  libpcre2-dev                                # llm: tokenizer.json pre-tokenizer regexes
   libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist                       # real data: /usr/share/datasets/fashion-mnist

@@ -87,7 +87,7 @@ TEST_F(JacobiBenchTest, TrainModelTrainsTokenizerAndModelAndScoresIt) {
   EXPECT_LE(r.bundle.tokenizer.vocab_size(), 320);
   EXPECT_EQ(r.bundle.model->config().vocab_size, r.bundle.tokenizer.vocab_size());
   EXPECT_EQ(r.bundle.model->config().max_seq_len, 384);
-  EXPECT_NO_THROW(r.bundle.tokenizer.special_id(kEosToken));
+  EXPECT_GE(r.bundle.tokenizer.eos_id(), 0);
   ASSERT_TRUE(r.scored);
   EXPECT_GE(r.quality, 0.0);
   EXPECT_LE(r.quality, 100.0);
@@ -194,6 +194,36 @@ TEST_F(JacobiBenchTest, GenerateGivesTheSameTextWithEveryDecoder) {
   EXPECT_THROW(generate(b, "x", DecoderKind::kJacobi, o), tessera::Error);
 }
 
+TEST_F(JacobiBenchTest, GenerateStreamsWhatEachForwardAccepted) {
+  const auto corpus = make_math_corpus(20, 1, 0);
+  auto b = random_bundle(corpus);
+  DecodeOptions o;
+  o.block_size = 4;
+  o.max_new_tokens = 12;
+  for (const auto decoder : {DecoderKind::kAr, DecoderKind::kJacobi}) {
+    // The hook sees every accepted token once, in order, in one call per accepting forward.
+    std::vector<int64_t> accepted;
+    int64_t calls = 0;
+    DecodeOptions hooked = o;
+    hooked.on_accept = [&](const std::vector<int64_t>& ids) {
+      EXPECT_FALSE(ids.empty());
+      accepted.insert(accepted.end(), ids.begin(), ids.end());
+      ++calls;
+    };
+    llm::LlamaEngine engine(b.model);
+    const auto r = decode(engine, b.tokenizer.encode(corpus.train[0].prompt), decoder, hooked);
+    EXPECT_EQ(accepted, r.tokens);
+    EXPECT_LE(calls, r.stats.n_forwards);
+    // generate's text pieces concatenate to its text.
+    std::string streamed;
+    const auto g = generate(b, corpus.train[0].prompt, decoder, o,
+                            [&](const std::string& piece) { streamed += piece; });
+    EXPECT_EQ(streamed, g.text);
+    EXPECT_EQ(g.tokens, r.tokens);
+    EXPECT_EQ(g.prompt, b.tokenizer.encode(corpus.train[0].prompt));
+  }
+}
+
 TEST_F(JacobiBenchTest, MeasureSpeedGivesJacobiTheArOutputAndAddsUpTheCounts) {
   const auto corpus = make_math_corpus(20, 1, 0);
   auto b = random_bundle(corpus);
@@ -243,7 +273,7 @@ TEST_F(JacobiBenchTest, RunBenchComparesBothModelsOnTheTestPrompts) {
   EXPECT_EQ(r.base.jacobi.outputs, r.base.ar.outputs);
   EXPECT_EQ(r.distilled.jacobi.outputs, r.distilled.ar.outputs);
   EXPECT_NE(r.distilled.ar.outputs, r.base.ar.outputs);  // the two models really differ
-  EXPECT_EQ(r.options.decode.eos_id, base.tokenizer.special_id(kEosToken));
+  EXPECT_EQ(r.options.decode.eos_id, base.tokenizer.eos_id());
   // The same prompts and models scored directly give the same quality.
   EXPECT_DOUBLE_EQ(r.quality_base, quality(base, corpus, 10));
   EXPECT_DOUBLE_EQ(r.quality_distilled, quality(distilled, corpus, 10));

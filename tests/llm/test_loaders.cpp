@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 
+#include "checkpoint_writers.h"
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/safetensors.h"
@@ -17,6 +18,13 @@ namespace tessera::llm {
 namespace {
 
 class LlmLoaderTest : public testing::SeededTest {};
+
+using writers::hf_config;
+using writers::hf_name;
+using writers::llama2c_bytes;
+using writers::permute_rows;
+using writers::sp_vocab;
+using writers::tokenizer_bin;
 
 LlamaConfig base_config() {
   LlamaConfig c;
@@ -42,50 +50,6 @@ torch::Tensor logits_of(Llama& m) {
   torch::manual_seed(99);
   auto tokens = torch::randint(0, m->config().vocab_size, {1, 12}, torch::kInt64);
   return m->forward(tokens);
-}
-
-// HF (NeoX rows) -> GGUF/Meta (adjacent-pair rows), as llama.cpp's converter permutes.
-torch::Tensor permute_rows(const torch::Tensor& w, int64_t hd) {
-  const int64_t heads = w.size(0) / hd;
-  return w.reshape({heads, 2, hd / 2, w.size(1)}).transpose(1, 2).reshape(w.sizes()).contiguous();
-}
-
-std::string hf_name(const std::string& name) {
-  if (name == "tok_embeddings") return "model.embed_tokens.weight";
-  if (name == "norm") return "model.norm.weight";
-  if (name == "output") return "lm_head.weight";
-  const size_t dot = name.find('.', 7);
-  const std::string layer = name.substr(7, dot - 7), s = name.substr(dot + 1);
-  const std::map<std::string, std::string> m = {{"attn_norm", "input_layernorm.weight"},
-                                                {"wq", "self_attn.q_proj.weight"},
-                                                {"wk", "self_attn.k_proj.weight"},
-                                                {"wv", "self_attn.v_proj.weight"},
-                                                {"wo", "self_attn.o_proj.weight"},
-                                                {"bq", "self_attn.q_proj.bias"},
-                                                {"bk", "self_attn.k_proj.bias"},
-                                                {"bv", "self_attn.v_proj.bias"},
-                                                {"q_norm", "self_attn.q_norm.weight"},
-                                                {"k_norm", "self_attn.k_norm.weight"},
-                                                {"ffn_norm", "post_attention_layernorm.weight"},
-                                                {"w_gate", "mlp.gate_proj.weight"},
-                                                {"w_up", "mlp.up_proj.weight"},
-                                                {"w_down", "mlp.down_proj.weight"}};
-  return "model.layers." + layer + "." + m.at(s);
-}
-
-nlohmann::json hf_config(const LlamaConfig& c, const std::string& type) {
-  return {{"hidden_size", c.dim},
-          {"intermediate_size", c.hidden_dim},
-          {"num_hidden_layers", c.n_layers},
-          {"num_attention_heads", c.n_heads},
-          {"num_key_value_heads", c.n_kv_heads},
-          {"vocab_size", c.vocab_size},
-          {"rms_norm_eps", c.rms_eps},
-          {"rope_theta", c.rope_theta},
-          {"tie_word_embeddings", c.tie_embeddings},
-          {"max_position_embeddings", c.max_seq_len},
-          {"model_type", type},
-          {"rope_scaling", nullptr}};
 }
 
 TEST_F(LlmLoaderTest, HuggingFaceDirectoryInF32F16Bf16AndShards) {
@@ -152,63 +116,6 @@ TEST_F(LlmLoaderTest, HuggingFaceBadInputIsAClearError) {
   EXPECT_THROW(load_hf_dir(dir.file("nonexistent")), tessera::Error);
 }
 
-// llama2.c files: Meta row order (adjacent-pair RoPE).
-std::string llama2c_bytes(Llama& m, bool v1, int64_t seq_len) {
-  const auto& c = m->config();
-  std::string out;
-  auto put = [&](const torch::Tensor& t) {
-    auto x = t.detach().contiguous();
-    out.append(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
-  };
-  auto i32 = [&](int32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); };
-  const auto& L = m->layers();
-  auto each = [&](auto field) {
-    for (const auto& l : L) put(field(l));
-  };
-  if (v1) {
-    const uint32_t magic = 0x616b3432u;
-    out.append(reinterpret_cast<const char*>(&magic), 4);
-    i32(1);
-  }
-  i32(c.dim);
-  i32(c.hidden_dim);
-  i32(c.n_layers);
-  i32(c.n_heads);
-  i32(c.n_kv_heads);
-  i32(v1 || c.tie_embeddings ? c.vocab_size : -c.vocab_size);
-  i32(seq_len);
-  if (v1) {
-    out.push_back(c.tie_embeddings ? 1 : 0);
-    out.resize(256, '\0');
-    each([](const LlamaLayerWeights& l) { return l.attn_norm; });
-    each([](const LlamaLayerWeights& l) { return l.ffn_norm; });
-    put(m->final_norm());
-    put(m->tok_embeddings());
-    each([](const LlamaLayerWeights& l) { return l.wq; });
-    each([](const LlamaLayerWeights& l) { return l.wk; });
-    each([](const LlamaLayerWeights& l) { return l.wv; });
-    each([](const LlamaLayerWeights& l) { return l.wo; });
-    each([](const LlamaLayerWeights& l) { return l.w_gate; });
-    each([](const LlamaLayerWeights& l) { return l.w_down; });
-    each([](const LlamaLayerWeights& l) { return l.w_up; });
-  } else {
-    put(m->tok_embeddings());
-    each([](const LlamaLayerWeights& l) { return l.attn_norm; });
-    each([](const LlamaLayerWeights& l) { return l.wq; });
-    each([](const LlamaLayerWeights& l) { return l.wk; });
-    each([](const LlamaLayerWeights& l) { return l.wv; });
-    each([](const LlamaLayerWeights& l) { return l.wo; });
-    each([](const LlamaLayerWeights& l) { return l.ffn_norm; });
-    each([](const LlamaLayerWeights& l) { return l.w_gate; });
-    each([](const LlamaLayerWeights& l) { return l.w_down; });
-    each([](const LlamaLayerWeights& l) { return l.w_up; });
-    put(m->final_norm());
-    put(torch::zeros({seq_len, c.resolved_head_dim()}));  // freq_cis real + imag
-  }
-  if (!c.tie_embeddings) put(m->output_weight());
-  return out;
-}
-
 TEST_F(LlmLoaderTest, Llama2cLegacyAndV1Checkpoints) {
   for (bool v1 : {false, true}) {
     for (bool tied : {false, true}) {
@@ -232,36 +139,6 @@ TEST_F(LlmLoaderTest, Llama2cLegacyAndV1Checkpoints) {
   testing::TempDir dir;
   testing::write_bytes(dir.file("zero.bin"), std::string(28, '\0'));
   EXPECT_THROW(load_llama2c(dir.file("zero.bin")), tessera::Error);
-}
-
-std::string tokenizer_bin(const std::vector<std::string>& pieces,
-                          const std::vector<float>& scores) {
-  std::string out;
-  int32_t max_len = 0;
-  for (const auto& p : pieces) max_len = std::max<int32_t>(max_len, static_cast<int32_t>(p.size()));
-  out.append(reinterpret_cast<const char*>(&max_len), 4);
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    out.append(reinterpret_cast<const char*>(&scores[i]), 4);
-    const int32_t len = static_cast<int32_t>(pieces[i].size());
-    out.append(reinterpret_cast<const char*>(&len), 4);
-    out += pieces[i];
-  }
-  return out;
-}
-
-// A llama2.c-style vocabulary: specials, 256 byte-fallback tokens, then scored pieces.
-void sp_vocab(std::vector<std::string>& pieces, std::vector<float>& scores,
-              const std::string& space) {
-  pieces = {"<unk>", "<s>", "</s>"};
-  for (int b = 0; b < 256; ++b) pieces.push_back(fmt::format("<0x{:02X}>", b));
-  for (const std::string p :
-       {"h", "e", "l", "o", "w", "r", "d", "ll", "he", "llo", "hello", "wo", "rld"})
-    pieces.push_back(p);
-  pieces.push_back(space);
-  pieces.push_back(space + "hello");
-  pieces.push_back(space + "w");
-  scores.assign(pieces.size(), 0.0f);
-  for (size_t i = 259; i < pieces.size(); ++i) scores[i] = static_cast<float>(pieces[i].size());
 }
 
 TEST_F(LlmLoaderTest, Llama2cTokenizerEncodesByBestScoreMerges) {

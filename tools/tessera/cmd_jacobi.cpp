@@ -1,6 +1,7 @@
 // `tessera llm ...`: train a small Llama on a domain corpus, collect Jacobi trajectories, distill
-// a consistency LLM (CLLM), generate, benchmark AR vs Jacobi, measure decode bandwidth, and the
-// tour row. The work is in tessera/jacobi/bench.h; this file binds flags and prints.
+// a consistency LLM (CLLM), generate, benchmark AR vs Jacobi, and the tour row (info and
+// bandwidth: cmd_llm.cpp). The work is in tessera/jacobi/bench.h; this file binds flags and
+// prints. --model takes any checkpoint (llm/checkpoint.h).
 #include <iostream>
 #include <memory>
 #include <string>
@@ -14,7 +15,7 @@
 #include "tessera/core/report.h"
 #include "tessera/core/seed.h"
 #include "tessera/jacobi/bench.h"
-#include "tessera/llm/io.h"
+#include "tessera/llm/checkpoint.h"
 
 namespace {
 
@@ -34,6 +35,17 @@ CLI::Option* add_choice(CLI::App* cmd, const std::string& flag, Enum& value,
           flag, [&value, parse](const std::string& s) { value = parse(s); }, help)
       ->check(CLI::IsMember(names))
       ->default_str(name(value));
+}
+
+// --model PATH (any checkpoint, recognised by content) and --tokenizer FILE.
+void add_model_flags(CLI::App* cmd, std::string& model, std::string& tokenizer,
+                     const std::string& help) {
+  cmd->add_option("--model", model,
+                  help + ": a Tessera LLM file, Hugging Face directory, llama2.c .bin or GGUF")
+      ->required();
+  cmd->add_option("--tokenizer", tokenizer,
+                  "tokenizer.bin (llama2.c, required there) or tokenizer.json replacing the "
+                  "model's own");
 }
 
 void add_corpus_flags(CLI::App* cmd, jacobi::CorpusOptions& c) {
@@ -160,25 +172,6 @@ void add_bench_flags(CLI::App* cmd, jacobi::JacobiBenchOptions& b) {
   add_guess_flags(cmd, b.decode);
 }
 
-void add_bandwidth_flags(CLI::App* cmd, jacobi::BandwidthOptions& b) {
-  cmd->add_option("--dim", b.dim, "model width")->capture_default_str();
-  cmd->add_option("--layers", b.layers, "layers")->capture_default_str();
-  cmd->add_option("--hidden", b.hidden, "SwiGLU width")->capture_default_str();
-  cmd->add_option("--vocab", b.vocab, "vocabulary")->capture_default_str();
-  cmd->add_option("--tokens", b.tokens, "decoded tokens timed per round")->capture_default_str();
-  cmd->add_option("--rounds", b.rounds, "alternating decode and triad rounds (best kept)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--triad-mb", b.triad_mb, "size of each triad array in MB")
-      ->capture_default_str();
-  cmd->add_option("--forward-tokens", b.forward_tokens, "n of the forward-cost table")
-      ->default_str(fmt::format("{}", fmt::join(b.forward_tokens, ",")))
-      ->delimiter(',');
-  cmd->add_option("--forward-repeats", b.forward_repeats, "forwards per n (fastest kept)")
-      ->capture_default_str();
-  cli::add_seed_option(cmd, b.seed);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Commands
 
@@ -212,14 +205,14 @@ void register_train(CLI::App& llm) {
 
 struct TrajectoriesCommand {
   jacobi::CorpusTrajectoryOptions options;
-  std::string model, out = cli::default_output("trajectories.json"), json;
+  std::string model, tokenizer, out = cli::default_output("trajectories.json"), json;
 };
 
 void run_trajectories(const TrajectoriesCommand& cmd) {
   cli::check_writable({cmd.out, cmd.json});
   tessera::Report report("llm trajectories", cmd.options.to_json(),
                          cmd.options.trajectory.decode.seed);
-  auto teacher = llm::load_llm(cmd.model);
+  auto teacher = llm::load_any(cmd.model, cmd.tokenizer);
   const auto r = jacobi::collect_corpus_trajectories(teacher, cmd.options);
   tessera::write_file_atomic(cmd.out, jacobi::trajectories_to_json(r.data).dump());
   std::cout << r.summary() << " -> " << cmd.out << "\n";
@@ -231,7 +224,7 @@ void register_trajectories(CLI::App& llm) {
   auto cmd = std::make_shared<TrajectoriesCommand>();
   auto* sub =
       llm.add_subcommand("trajectories", "collect Jacobi trajectories from a teacher model");
-  sub->add_option("--model", cmd->model, "teacher model file")->required();
+  add_model_flags(sub, cmd->model, cmd->tokenizer, "teacher model");
   sub->add_option("-o,--out", cmd->out, "trajectory file (JSON)")->capture_default_str();
   add_trajectory_flags(sub, cmd->options);
   cli::add_json_option(sub, cmd->json);
@@ -240,14 +233,14 @@ void register_trajectories(CLI::App& llm) {
 
 struct DistillCommand {
   jacobi::DistillOptions options;
-  std::string model, trajectories, out = cli::default_output("cllm.safetensors"), json;
+  std::string model, tokenizer, trajectories, out = cli::default_output("cllm.safetensors"), json;
 };
 
 void run_distill(const DistillCommand& cmd) {
   cli::check_writable({cmd.out, cmd.json});
   tessera::seed_everything(cmd.options.seed);
   tessera::Report report("llm distill", cmd.options.to_json(), cmd.options.seed);
-  auto b = llm::load_llm(cmd.model);
+  auto b = llm::load_any(cmd.model, cmd.tokenizer);
   const auto data = jacobi::trajectories_from_json(
       tessera::parse_json(tessera::read_file(cmd.trajectories), "'" + cmd.trajectories + "'"));
   const auto r = jacobi::distill(b.model, data, cmd.options);
@@ -261,8 +254,9 @@ void register_distill(CLI::App& llm) {
   auto cmd = std::make_shared<DistillCommand>();
   auto* sub =
       llm.add_subcommand("distill", "consistency distillation (CLLM) on Jacobi trajectories");
-  sub->add_option("--model", cmd->model, "model to fine-tune (the teacher of the trajectories)")
-      ->required();
+  add_model_flags(sub, cmd->model, cmd->tokenizer,
+                  "model to fine-tune (the teacher of the trajectories; saved as a Tessera LLM "
+                  "file with its tokenizer)");
   sub->add_option("--trajectories", cmd->trajectories, "file from `llm trajectories`")->required();
   sub->add_option("-o,--out", cmd->out, "distilled model file")->capture_default_str();
   add_distill_flags(sub, cmd->options);
@@ -273,7 +267,8 @@ void register_distill(CLI::App& llm) {
 struct GenerateCommand {
   jacobi::DecodeOptions options;
   jacobi::DecoderKind decoder = jacobi::DecoderKind::kJacobi;
-  std::string model, prompt, json;
+  std::string model, tokenizer, prompt, prompt_file, json;
+  bool ids = false;
 };
 
 void run_generate(const GenerateCommand& cmd) {
@@ -282,19 +277,36 @@ void run_generate(const GenerateCommand& cmd) {
       "llm generate",
       {{"decoder", jacobi::decoder_name(cmd.decoder)}, {"decode", cmd.options.to_json()}},
       cmd.options.seed);
-  auto b = llm::load_llm(cmd.model);
-  const auto r = jacobi::generate(b, cmd.prompt, cmd.decoder, cmd.options);
-  std::cout << cmd.prompt << r.text << "\n\n" << r.summary(cmd.decoder, cmd.options) << "\n";
+  auto b = llm::load_any(cmd.model, cmd.tokenizer);
+  const std::string prompt =
+      cmd.prompt_file.empty() ? cmd.prompt : tessera::read_file(cmd.prompt_file);
+  // Text streams as the decoder accepts it; --ids prints the ids once decoding is done.
+  std::cout << prompt << std::flush;
+  const auto stream = [&](const std::string& piece) { std::cout << piece << std::flush; };
+  const auto r = jacobi::generate(b, prompt, cmd.decoder, cmd.options, stream);
+  std::cout << "\n\n";
+  if (cmd.ids) {
+    std::cout << fmt::format("prompt ids: {}\ngenerated ids: {}\n", fmt::join(r.prompt, " "),
+                             fmt::join(r.tokens, " "));
+  }
+  std::cout << r.summary(cmd.decoder, cmd.options) << "\n";
   report.results() = r.stats.to_json();
   report.results()["text"] = r.text;
+  report.results()["prompt_ids"] = r.prompt;
+  report.results()["generated_ids"] = r.tokens;
   report.write(cmd.json);
 }
 
 void register_generate(CLI::App& llm) {
   auto cmd = std::make_shared<GenerateCommand>();
   auto* sub = llm.add_subcommand("generate", "generate text with AR or Jacobi decoding");
-  sub->add_option("--model", cmd->model, "model file")->required();
-  sub->add_option("--prompt", cmd->prompt, "prompt text")->required();
+  add_model_flags(sub, cmd->model, cmd->tokenizer, "model");
+  auto* prompt = sub->add_option("--prompt", cmd->prompt,
+                                 "prompt text (empty: from BOS alone, for models that take one)");
+  sub->add_option("--prompt-file", cmd->prompt_file, "read the prompt from this file")
+      ->check(CLI::ExistingFile)
+      ->excludes(prompt);
+  sub->add_flag("--ids", cmd->ids, "also print the prompt's and the generated token ids");
   add_choice(
       sub, "--decoder", cmd->decoder,
       {jacobi::DecoderKind::kAr, jacobi::DecoderKind::kJacobi, jacobi::DecoderKind::kJacobiWindow},
@@ -310,7 +322,7 @@ struct BenchCommand {
   jacobi::CorpusOptions corpus;
   jacobi::JacobiBenchOptions options;
   std::vector<int64_t> blocks;  ///< a sweep over block sizes when non-empty
-  std::string base, distilled, json, svg;
+  std::string base, distilled, tokenizer, json, svg;
 };
 
 void run_bench(const BenchCommand& cmd) {
@@ -318,8 +330,8 @@ void run_bench(const BenchCommand& cmd) {
   auto config = cmd.options.to_json();
   config["corpus"] = cmd.corpus.to_json();
   tessera::Report report("llm bench", config, cmd.options.decode.seed);
-  auto base = llm::load_llm(cmd.base);
-  auto distilled = llm::load_llm(cmd.distilled);
+  auto base = llm::load_any(cmd.base, cmd.tokenizer);
+  auto distilled = llm::load_any(cmd.distilled, cmd.tokenizer);
   if (!cmd.blocks.empty()) {
     const auto sweep =
         jacobi::run_block_sweep(base, distilled, cmd.corpus.make(), cmd.options, cmd.blocks);
@@ -340,8 +352,9 @@ void register_bench(CLI::App& llm) {
   auto cmd = std::make_shared<BenchCommand>();
   auto* sub = llm.add_subcommand("bench", "AR vs Jacobi on base and distilled models, one domain");
   add_corpus_flags(sub, cmd->corpus);
-  sub->add_option("--base", cmd->base, "base model file")->required();
+  sub->add_option("--base", cmd->base, "base model (any checkpoint, as --model takes)")->required();
   sub->add_option("--distilled", cmd->distilled, "distilled model file")->required();
+  sub->add_option("--tokenizer", cmd->tokenizer, "tokenizer file for both (llama2.c needs one)");
   add_bench_flags(sub, cmd->options);
   cli::add_json_option(sub, cmd->json);
   sub->add_option("--blocks", cmd->blocks, "sweep these block sizes (comma-separated)")
@@ -352,42 +365,25 @@ void register_bench(CLI::App& llm) {
   sub->callback([cmd] { run_bench(*cmd); });
 }
 
-struct BandwidthCommand {
-  jacobi::BandwidthOptions options;
-  std::string json, svg;
-};
-
-void run_bandwidth(const BandwidthCommand& cmd) {
-  cli::check_writable({cmd.json, cmd.svg});
-  tessera::Report report("llm bandwidth", cmd.options.to_json(), cmd.options.seed);
-  const auto r = jacobi::run_bandwidth(cmd.options);
-  std::cout << r.bandwidth_table().to_string() << r.forward_cost_table().to_string();
-  if (!cmd.svg.empty()) tessera::write_file_atomic(cmd.svg, r.svg());
-  report.results() = r.to_json();
-  report.write(cmd.json);
-}
-
-void register_bandwidth(CLI::App& llm) {
-  auto cmd = std::make_shared<BandwidthCommand>();
-  auto* sub = llm.add_subcommand(
-      "bandwidth", "AR decode weight streaming vs a STREAM-like triad (memory-bandwidth goal)");
-  add_bandwidth_flags(sub, cmd->options);
-  cli::add_json_option(sub, cmd->json);
-  sub->add_option("--svg", cmd->svg, "write the n-token forward cost against n as SVG");
-  sub->callback([cmd] { run_bandwidth(*cmd); });
+// The `llm` group, which cmd_llm.cpp adds commands to as well (whichever file registers first
+// creates it).
+CLI::App* llm_group(CLI::App& app) {
+  for (auto* sub : app.get_subcommands([](CLI::App* s) { return s->get_name() == "llm"; }))
+    return sub;
+  auto* llm = app.add_subcommand("llm", "Jacobi decoding and consistency distillation (CLLM)");
+  llm->require_subcommand(1);
+  return llm;
 }
 
 }  // namespace
 
 void register_jacobi(CLI::App& app, tessera::cli::Tour& tour) {
-  auto* llm = app.add_subcommand("llm", "Jacobi decoding and consistency distillation (CLLM)");
-  llm->require_subcommand(1);
+  auto* llm = llm_group(app);
   register_train(*llm);
   register_trajectories(*llm);
   register_distill(*llm);
   register_generate(*llm);
   register_bench(*llm);
-  register_bandwidth(*llm);
   tour.add("jacobi", &jacobi::tour);
   tour.add_references(jacobi::reference_files());
 }

@@ -142,7 +142,7 @@ std::vector<std::vector<int64_t>> encode_prompts(const llm::LlmBundle& bundle,
   std::vector<std::vector<int64_t>> out;
   for (const auto& e : examples) {
     if (static_cast<int64_t>(out.size()) >= n) break;
-    auto ids = bundle.tokenizer.encode(e.prompt);
+    auto ids = bundle.tokenizer.encode_prompt(e.prompt);
     if (static_cast<int64_t>(ids.size()) < bundle.model->config().max_seq_len)
       out.push_back(std::move(ids));
   }
@@ -196,7 +196,7 @@ CorpusTrajectoryResult collect_corpus_trajectories(llm::LlmBundle& teacher,
   options.validate();
   const Corpus corpus = options.corpus.make();
   TrajectoryOptions t = options.trajectory;
-  t.decode.eos_id = teacher.tokenizer.special_id(kEosToken);
+  t.decode.eos_id = teacher.tokenizer.eos_id();
   const auto prompts = encode_prompts(teacher, corpus.train, options.n_prompts);
   CorpusTrajectoryResult r;
   r.n_prompts = static_cast<int64_t>(prompts.size());
@@ -227,14 +227,29 @@ DecodeOptions with_block_policy(llm::LlamaEngine& engine, DecodeOptions options)
 }
 
 GenerateResult generate(llm::LlmBundle& bundle, const std::string& prompt, DecoderKind decoder,
-                        DecodeOptions options) {
-  options.eos_id = bundle.tokenizer.special_id(kEosToken);
+                        DecodeOptions options,
+                        const std::function<void(const std::string&)>& on_text) {
+  options.eos_id = bundle.tokenizer.eos_id();
   options.validate();
   llm::LlamaEngine engine(bundle.model);
-  options = with_block_policy(engine, options);
-  auto r = decode(engine, bundle.tokenizer.encode(prompt), decoder, options);
-  if (!r.tokens.empty() && r.tokens.back() == options.eos_id) r.tokens.pop_back();
-  return {bundle.tokenizer.decode(r.tokens), r.stats};
+  if (decoder != DecoderKind::kAr) options = with_block_policy(engine, options);
+  GenerateResult out;
+  out.prompt = bundle.tokenizer.encode_prompt(prompt);
+  llm::TextStream stream(bundle.tokenizer, out.prompt);
+  if (on_text) {
+    options.on_accept = [&](const std::vector<int64_t>& accepted) {
+      const std::string piece = stream.push(accepted);
+      if (!piece.empty()) on_text(piece);
+    };
+  }
+  auto r = decode(engine, out.prompt, decoder, options);
+  if (!on_text) stream.push(r.tokens);
+  const std::string rest = stream.finish();
+  if (on_text && !rest.empty()) on_text(rest);
+  out.text = stream.text();
+  out.tokens = std::move(r.tokens);
+  out.stats = r.stats;
+  return out;
 }
 
 // ---- AR vs Jacobi ------------------------------------------------------------------------------
@@ -377,7 +392,7 @@ JacobiBenchResult measure_pair(llm::LlmBundle& base, llm::LlmBundle& distilled,
   JacobiBenchResult r;
   r.domain = domain;
   r.options = options;
-  r.options.decode.eos_id = base.tokenizer.special_id(kEosToken);
+  r.options.decode.eos_id = base.tokenizer.eos_id();
   r.threads = at::get_num_threads();
   r.kernel = llm::matmul_kernel_name();
   ProgressBar bar(fmt::format("bench block {}", options.decode.block_size),

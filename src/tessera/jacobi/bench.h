@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -115,7 +116,9 @@ CorpusTrajectoryResult collect_corpus_trajectories(llm::LlmBundle& teacher,
 // ---- generation --------------------------------------------------------------------------------
 
 struct GenerateResult {
-  std::string text;  ///< the continuation, without EOS
+  std::string text;             ///< the continuation, without EOS
+  std::vector<int64_t> prompt;  ///< the ids fed to the model (BOS first where it expects one)
+  std::vector<int64_t> tokens;  ///< the generated ids (EOS included when produced)
   DecodeStats stats;
   /// "decoder D block N: T tokens, F forwards, ... (X tok/s)"
   std::string summary(DecoderKind decoder, const DecodeOptions& options) const;
@@ -125,9 +128,12 @@ struct GenerateResult {
 /// per model shape and machine and cached under the model cache (train::cache_dir()/cost-curves).
 DecodeOptions with_block_policy(llm::LlamaEngine& engine, DecodeOptions options);
 
-/// Decodes `prompt` with `decoder`; options.eos_id is taken from the tokenizer.
+/// Decodes `prompt` (encode_prompt: BOS first where the model expects it) with `decoder`;
+/// options.eos_id is taken from the tokenizer. `on_text`, when set, receives the continuation as
+/// the decoder accepts tokens, cut at whole UTF-8 characters (its pieces concatenate to text).
 GenerateResult generate(llm::LlmBundle& bundle, const std::string& prompt, DecoderKind decoder,
-                        DecodeOptions options);
+                        DecodeOptions options,
+                        const std::function<void(const std::string&)>& on_text = {});
 
 // ---- AR vs Jacobi ------------------------------------------------------------------------------
 

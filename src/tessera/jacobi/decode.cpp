@@ -134,6 +134,7 @@ struct Session {
   }
 
   void run(const int64_t* tokens, int64_t n, int64_t n_logits = -1) {
+    report();
     engine.forward(tokens, n, logits, n_logits);
     result.stats.n_forwards += 1;
     result.stats.n_forward_tokens += n;
@@ -152,7 +153,15 @@ struct Session {
 
   int64_t remaining() const { return limit - static_cast<int64_t>(result.tokens.size()); }
 
+  // Hands the tokens committed since the last report to options.on_accept.
+  void report() {
+    if (!options.on_accept || result.tokens.size() == reported) return;
+    options.on_accept(std::vector<int64_t>(result.tokens.begin() + reported, result.tokens.end()));
+    reported = result.tokens.size();
+  }
+
   DecodeResult finish() {
+    report();
     result.stats.n_generated = static_cast<int64_t>(result.tokens.size());
     result.stats.wall_seconds = timer.elapsed_s();
     return std::move(result);
@@ -166,6 +175,7 @@ struct Session {
   std::vector<int64_t> history;  // prompt + committed
   std::vector<float> logits;
   DecodeResult result;
+  size_t reported = 0;  // tokens already handed to on_accept
   Timer timer;
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,9 @@ struct DecodeOptions {
   /// decode on the engine, so what it learns and its probe interval carry over between prompts.
   bool auto_block = false;
   std::shared_ptr<BlockPolicy> block_policy;
+  /// When set, called with the tokens accepted since the last call, before each forward and at
+  /// the end (their concatenation is DecodeResult::tokens): how `llm generate` streams text.
+  std::function<void(const std::vector<int64_t>& accepted)> on_accept;
   /// Throws tessera::Error naming the bad field (block size 0, negative max_new_tokens...).
   void validate() const;
   nlohmann::json to_json() const;

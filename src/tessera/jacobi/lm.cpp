@@ -17,12 +17,15 @@
 namespace tessera::jacobi {
 
 std::vector<TokenizedExample> tokenize_examples(const std::vector<Example>& examples,
-                                                const llm::Tokenizer& tokenizer, int64_t max_len) {
-  const int64_t eos = tokenizer.special_id(kEosToken);
+                                                const llm::ModelTokenizer& tokenizer,
+                                                int64_t max_len) {
+  const int64_t eos = tokenizer.eos_id();
+  TESSERA_CHECK(eos >= 0, "tokenize: the {} tokenizer has no EOS token to end targets with",
+                tokenizer.kind_name());
   std::vector<TokenizedExample> out;
   for (const auto& e : examples) {
     TokenizedExample t;
-    t.prompt = tokenizer.encode(e.prompt);
+    t.prompt = tokenizer.encode_prompt(e.prompt);
     t.target = tokenizer.encode(e.target);
     t.target.push_back(eos);
     if (static_cast<int64_t>(t.prompt.size() + t.target.size()) <= max_len)
@@ -383,7 +386,7 @@ DistillResult distill(llm::Llama& model, const std::vector<JacobiTrajectory>& da
 
 // ---- quality ------------------------------------------------------------------------------
 
-double greedy_quality(llm::Llama& model, const llm::Tokenizer& tokenizer,
+double greedy_quality(llm::Llama& model, const llm::ModelTokenizer& tokenizer,
                       const std::vector<Example>& test, Domain domain, int64_t max_new_tokens) {
   TESSERA_CHECK(domain == Domain::kMath || domain == Domain::kSql,
                 "greedy quality is defined for math and sql, not '{}'", domain_name(domain));
@@ -391,11 +394,11 @@ double greedy_quality(llm::Llama& model, const llm::Tokenizer& tokenizer,
   llm::LlamaEngine engine(model);
   DecodeOptions o;
   o.max_new_tokens = max_new_tokens;
-  o.eos_id = tokenizer.special_id(kEosToken);
+  o.eos_id = tokenizer.eos_id();
   int64_t correct = 0;
   ProgressBar bar("quality", static_cast<int64_t>(test.size()));
   for (const auto& e : test) {
-    auto out = decode_greedy(engine, tokenizer.encode(e.prompt), o);
+    auto out = decode_greedy(engine, tokenizer.encode_prompt(e.prompt), o);
     if (!out.tokens.empty() && out.tokens.back() == o.eos_id) out.tokens.pop_back();
     std::string text = tokenizer.decode(out.tokens);
     while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();

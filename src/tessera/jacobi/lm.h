@@ -14,7 +14,7 @@
 #include "tessera/jacobi/corpus.h"
 #include "tessera/jacobi/decode.h"
 #include "tessera/llm/llama.h"
-#include "tessera/llm/tokenizer.h"
+#include "tessera/llm/model_tokenizer.h"
 
 namespace tessera::jacobi {
 
@@ -24,9 +24,12 @@ constexpr const char* kEosToken = "<|eos|>";
 struct TokenizedExample {
   std::vector<int64_t> prompt, target;
 };
-/// Drops examples whose prompt + target exceed max_len tokens.
+/// Prompts as encode_prompt() gives them (BOS first where the model expects it); targets end
+/// with the tokenizer's EOS (an error when it has none). Drops examples whose prompt + target
+/// exceed max_len tokens.
 std::vector<TokenizedExample> tokenize_examples(const std::vector<Example>& examples,
-                                                const llm::Tokenizer& tokenizer, int64_t max_len);
+                                                const llm::ModelTokenizer& tokenizer,
+                                                int64_t max_len);
 
 struct LmTrainOptions {
   int64_t steps = 600;
@@ -115,7 +118,7 @@ DistillResult distill(llm::Llama& model, const std::vector<JacobiTrajectory>& da
 /// math: fraction of test prompts whose greedy answer after "####" equals the reference;
 /// sql: fraction whose greedy output (up to EOS, trimmed) equals the reference query.
 /// Throws for code (scored by target_perplexity).
-double greedy_quality(llm::Llama& model, const llm::Tokenizer& tokenizer,
+double greedy_quality(llm::Llama& model, const llm::ModelTokenizer& tokenizer,
                       const std::vector<Example>& test, Domain domain, int64_t max_new_tokens);
 
 }  // namespace tessera::jacobi

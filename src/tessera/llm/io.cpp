@@ -44,7 +44,7 @@ Llama build_llama(const LlamaConfig& config, uint64_t source_bytes, const std::s
   return Llama(config);
 }
 
-void save_llm(const std::string& path, const Llama& model, const Tokenizer& tokenizer) {
+void save_llm(const std::string& path, const Llama& model, const ModelTokenizer& tokenizer) {
   safetensors::File file;
   for (const auto& [name, tensor] : model->named_weights()) {
     file.tensors.emplace_back(name, tensor.detach().contiguous());
@@ -78,7 +78,7 @@ LlmBundle load_llm(const std::string& path) {
   TESSERA_CHECK(tok != file.metadata.end(), "{}: no tessera.tokenizer metadata", path);
   try {
     bundle.tokenizer =
-        Tokenizer::from_json(parse_json(tok->second, path + ": metadata tessera.tokenizer"));
+        ModelTokenizer::from_json(parse_json(tok->second, path + ": metadata tessera.tokenizer"));
   } catch (const nlohmann::json::exception& e) {
     TESSERA_CHECK(false, "{}: tessera.tokenizer: {}", path, e.what());
   }

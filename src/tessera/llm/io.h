@@ -7,17 +7,18 @@
 #include <string>
 
 #include "tessera/llm/llama.h"
-#include "tessera/llm/tokenizer.h"
+#include "tessera/llm/model_tokenizer.h"
 
 namespace tessera::llm {
 
 struct LlmBundle {
   Llama model{nullptr};
-  Tokenizer tokenizer;
+  ModelTokenizer tokenizer;
 };
 
 /// Atomic write (an existing file is replaced only when the new one is complete).
-void save_llm(const std::string& path, const Llama& model, const Tokenizer& tokenizer);
+/// The tokenizer may be a foreign one (a distilled Hugging Face, llama2.c or GGUF model).
+void save_llm(const std::string& path, const Llama& model, const ModelTokenizer& tokenizer);
 /// Checks the architecture, that every tensor is present with the configured shape, and that
 /// no unknown tensor is present; throws tessera::Error naming the problem.
 LlmBundle load_llm(const std::string& path);

@@ -4,6 +4,8 @@
 
 #include <c10/util/Half.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -16,7 +18,6 @@
 #include "tessera/core/json.h"
 #include "tessera/core/safetensors.h"
 #include "tessera/llm/io.h"
-#include "tessera/llm/tokenizer.h"
 
 namespace tessera::llm {
 
@@ -120,6 +121,22 @@ std::vector<std::string> codepoints(const std::string& s) {
   return out;
 }
 
+// Safetensors' names for the dtypes a checkpoint stores.
+std::string safetensors_dtype_name(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat32:
+      return "F32";
+    case torch::kFloat16:
+      return "F16";
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kFloat64:
+      return "F64";
+    default:
+      return std::string(c10::toString(type));
+  }
+}
+
 const std::string kMetaSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's space
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
@@ -151,10 +168,11 @@ VocabTokenizer VocabTokenizer::sentencepiece(std::vector<std::string> pieces,
 
 VocabTokenizer VocabTokenizer::byte_bpe(std::vector<std::string> pieces,
                                         const std::vector<std::string>& merges, int64_t bos_id,
-                                        int64_t eos_id) {
+                                        int64_t eos_id, PreTokenizer pre_tokenizer) {
   VocabTokenizer t;
   t.kind_ = Kind::kByteBpe;
   t.pieces_ = std::move(pieces);
+  t.pre_tokenizer_ = std::move(pre_tokenizer);
   t.bos_id_ = bos_id;
   t.eos_id_ = eos_id;
   for (size_t i = 0; i < t.pieces_.size(); ++i)
@@ -213,11 +231,10 @@ std::vector<int64_t> VocabTokenizer::encode_sentencepiece(const std::string& tex
 }
 
 std::vector<int64_t> VocabTokenizer::encode_byte_bpe(const std::string& text) const {
-  // Pre-tokenizer: Tessera's chunker (a simplification of GPT-2's regex: words with their
-  // leading space, digits, punctuation runs, whitespace runs).
+  // Merges never cross the pre-tokenizer's pieces.
   const auto& alphabet = byte_to_unicode();
   std::vector<int64_t> ids;
-  for (const auto& [b, e] : Tokenizer::split_chunks(text)) {
+  for (const auto& [b, e] : pre_tokenizer_.split(text)) {
     std::vector<std::string> sym;
     for (size_t i = b; i < e; ++i) sym.push_back(alphabet[static_cast<unsigned char>(text[i])]);
     while (sym.size() >= 2) {
@@ -275,9 +292,107 @@ std::string VocabTokenizer::decode(const std::vector<int64_t>& ids) const {
   return bytes;
 }
 
+namespace {
+
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const size_t len = c < 0x80         ? 1
+                       : (c >> 5) == 6  ? 2
+                       : (c >> 4) == 14 ? 3
+                       : (c >> 3) == 30 ? 4
+                                        : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+// JSON strings must be UTF-8; a llama2.c piece need not be.
+nlohmann::json piece_to_json(const std::string& piece) {
+  if (valid_utf8(piece)) return piece;
+  std::string hex;
+  for (unsigned char b : piece) hex += fmt::format("{:02x}", b);
+  return {{"hex", hex}};
+}
+
+std::string piece_from_json(const nlohmann::json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  TESSERA_CHECK(j.is_object() && j.contains("hex") && j["hex"].is_string(),
+                "tokenizer: piece {} is neither a string nor {{\"hex\": ...}}", json_excerpt(j));
+  const auto& hex = j["hex"].get_ref<const std::string&>();
+  TESSERA_CHECK(hex.size() % 2 == 0 && hex.find_first_not_of("0123456789abcdef") == hex.npos,
+                "tokenizer: piece hex '{}' is not lower-case hex byte pairs", hex.substr(0, 64));
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json VocabTokenizer::to_json() const {
+  nlohmann::json pieces = nlohmann::json::array();
+  for (const auto& p : pieces_) pieces.push_back(piece_to_json(p));
+  nlohmann::json j = {{"type", kind_ == Kind::kSentencePiece ? "sentencepiece" : "byte-bpe"},
+                      {"pieces", pieces},
+                      {"bos_id", bos_id_},
+                      {"eos_id", eos_id_},
+                      {"add_bos", add_bos_}};
+  if (kind_ == Kind::kSentencePiece) {
+    j["scores"] = scores_;
+    j["spaces_as_meta"] = spaces_as_meta_;
+    return j;
+  }
+  // Merges in rank order (a duplicate merge of the source kept only its first rank).
+  std::vector<std::pair<int64_t, std::string>> ranked;
+  for (const auto& [pair, rank] : merge_rank_)
+    ranked.emplace_back(rank, pair.first + " " + pair.second);
+  std::sort(ranked.begin(), ranked.end());
+  nlohmann::json merges = nlohmann::json::array();
+  for (const auto& [rank, merge] : ranked) merges.push_back(piece_to_json(merge));
+  j["merges"] = merges;
+  j["pre_tokenizer"] = pre_tokenizer_.patterns();
+  return j;
+}
+
+VocabTokenizer VocabTokenizer::from_json(const nlohmann::json& j) {
+  TESSERA_CHECK(j.is_object(), "tokenizer: not a JSON object: {}", json_excerpt(j));
+  try {
+    const std::string type = j.at("type").get<std::string>();
+    TESSERA_CHECK(type == "sentencepiece" || type == "byte-bpe",
+                  "tokenizer: type '{}' is not tessera-bpe, sentencepiece or byte-bpe", type);
+    std::vector<std::string> pieces;
+    for (const auto& p : j.at("pieces")) pieces.push_back(piece_from_json(p));
+    const int64_t n = static_cast<int64_t>(pieces.size());
+    TESSERA_CHECK(n > 0, "tokenizer: no pieces");
+    const int64_t bos = json_integer(j.at("bos_id"), "tokenizer: bos_id", -1, n - 1);
+    const int64_t eos = json_integer(j.at("eos_id"), "tokenizer: eos_id", -1, n - 1);
+    VocabTokenizer t;
+    if (type == "sentencepiece") {
+      t = sentencepiece(std::move(pieces), j.at("scores").get<std::vector<float>>(),
+                        j.at("spaces_as_meta").get<bool>(), bos, eos);
+    } else {
+      std::vector<std::string> merges;
+      for (const auto& m : j.at("merges")) merges.push_back(piece_from_json(m));
+      PreTokenizer pre(j.at("pre_tokenizer").get<std::vector<std::string>>(), "tokenizer");
+      t = byte_bpe(std::move(pieces), merges, bos, eos, std::move(pre));
+    }
+    t.set_add_bos(j.at("add_bos").get<bool>());
+    return t;
+  } catch (const nlohmann::json::exception& e) {
+    TESSERA_CHECK(false, "tokenizer: malformed JSON: {}", e.what());
+  }
+  return {};
+}
+
 // ---- Hugging Face -------------------------------------------------------------------------
 
-Llama load_hf_dir(const std::string& dir, int64_t max_context) {
+Llama load_hf_dir(const std::string& dir, int64_t max_context,
+                  std::map<std::string, int64_t>* dtypes) {
   namespace fsys = std::filesystem;
   const std::string config_path = dir + "/config.json";
   nlohmann::json cfg = parse_json(read_file(config_path), config_path);
@@ -374,11 +489,82 @@ Llama load_hf_dir(const std::string& dir, int64_t max_context) {
         const auto& shard = shards.at(it->second);
         TESSERA_CHECK(shard.contains(h), "{}: index says {} is in {} but it is not", dir, h,
                       it->second);
-        return shard.at(h);
+        const auto& tensor = shard.at(h);
+        if (dtypes != nullptr) (*dtypes)[safetensors_dtype_name(tensor.scalar_type())] += 1;
+        return tensor;
       },
       dir);
   return model;
 }
+
+namespace {
+
+// A literal for PCRE2: every ASCII character but letters and digits is escaped.
+std::string regex_literal(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x80 && !std::isalnum(static_cast<unsigned char>(c)))
+      out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+// Appends the regex steps of a tokenizer.json pre_tokenizer; what Tessera cannot run exactly
+// is refused rather than approximated.
+void add_pre_tokenizer_steps(const nlohmann::json& p, const std::string& path,
+                             std::vector<std::string>& patterns, int depth = 0) {
+  if (p.is_null()) return;
+  TESSERA_CHECK(p.is_object() && depth < 4, "{}: pre_tokenizer {} is not an object", path,
+                json_excerpt(p));
+  const std::string type = p.value("type", "");
+  if (type == "Sequence") {
+    for (const auto& step : p.at("pretokenizers"))
+      add_pre_tokenizer_steps(step, path, patterns, depth + 1);
+  } else if (type == "ByteLevel") {
+    TESSERA_CHECK(!p.value("add_prefix_space", false),
+                  "{}: ByteLevel pre_tokenizer with add_prefix_space is not supported", path);
+    if (p.value("use_regex", true)) patterns.push_back(kGpt2Pattern);
+  } else if (type == "Split") {
+    const std::string behavior = p.value("behavior", "");
+    TESSERA_CHECK(behavior == "Isolated" && !p.value("invert", false),
+                  "{}: Split pre_tokenizer with behavior '{}'{} is not supported (Isolated only)",
+                  path, behavior, p.value("invert", false) ? ", inverted" : "");
+    const auto& pattern = p.at("pattern");
+    if (pattern.contains("Regex")) {
+      patterns.push_back(pattern["Regex"].get<std::string>());
+    } else {
+      patterns.push_back(regex_literal(pattern.at("String").get<std::string>()));
+    }
+  } else if (type == "Digits") {
+    patterns.push_back(p.value("individual_digits", false) ? R"(\p{N})" : R"(\p{N}+)");
+  } else {
+    TESSERA_CHECK(false,
+                  "{}: pre_tokenizer type '{}' is not supported (ByteLevel, Split, Digits, "
+                  "Sequence)",
+                  path, type);
+  }
+}
+
+// The special token a post_processor template puts before every sequence ("" when none).
+std::string template_prefix(const nlohmann::json& post, int depth = 0) {
+  if (!post.is_object() || depth > 4) return "";
+  const std::string type = post.value("type", "");
+  if (type == "Sequence" && post.contains("processors")) {
+    for (const auto& p : post["processors"]) {
+      const std::string prefix = template_prefix(p, depth + 1);
+      if (!prefix.empty()) return prefix;
+    }
+  }
+  if (type != "TemplateProcessing" || !post.contains("single") || !post["single"].is_array() ||
+      post["single"].empty())
+    return "";
+  const auto& first = post["single"][0];
+  if (!first.is_object() || !first.contains("SpecialToken")) return "";
+  return first["SpecialToken"].value("id", "");
+}
+
+}  // namespace
 
 VocabTokenizer load_tokenizer_json(const std::string& path) {
   auto j = parse_json(read_file(path), path);
@@ -406,20 +592,31 @@ VocabTokenizer load_tokenizer_json(const std::string& path) {
                            : mg.get<std::string>());
     }
     int64_t bos = -1, eos = -1;
+    const std::string prefix = template_prefix(j.value("post_processor", nlohmann::json()));
     if (j.contains("added_tokens")) {
       for (const auto& t : j["added_tokens"]) {
         const int64_t id = json_integer(t.at("id"), path + ": added token id", 0, n_entries - 1);
         const std::string content = t.at("content").get<std::string>();
         if (static_cast<int64_t>(pieces.size()) <= id) pieces.resize(id + 1);
         pieces[id] = content;
-        if (content == "<s>" || content == "<|begin_of_text|>") bos = id;
+        if (content == prefix ||
+            (prefix.empty() && (content == "<s>" || content == "<|begin_of_text|>")))
+          bos = id;
         if (eos < 0 && (content == "</s>" || content == "<|endoftext|>" ||
                         content == "<|end_of_text|>" || content == "<|im_end|>")) {
           eos = id;
         }
       }
     }
-    return VocabTokenizer::byte_bpe(std::move(pieces), merges, bos, eos);
+    std::vector<std::string> patterns;
+    add_pre_tokenizer_steps(j.value("pre_tokenizer", nlohmann::json()), path, patterns);
+    auto tok = VocabTokenizer::byte_bpe(std::move(pieces), merges, bos, eos,
+                                        PreTokenizer(std::move(patterns), path));
+    // The template's prefix token is what the reference tokenizer prepends (Llama 3's BOS).
+    TESSERA_CHECK(prefix.empty() || bos >= 0,
+                  "{}: post_processor starts with '{}', which is not an added token", path, prefix);
+    tok.set_add_bos(!prefix.empty());
+    return tok;
   } catch (const nlohmann::json::exception& e) {
     TESSERA_CHECK(false, "{}: malformed tokenizer.json: {}", path, e.what());
   }
@@ -428,7 +625,8 @@ VocabTokenizer load_tokenizer_json(const std::string& path) {
 
 // ---- llama2.c -----------------------------------------------------------------------------
 
-Llama load_llama2c(const std::string& path, int64_t max_context) {
+Llama load_llama2c(const std::string& path, int64_t max_context,
+                   std::map<std::string, int64_t>* dtypes) {
   const std::string bytes = read_file(path);
   Reader r(bytes, path);
   const uint32_t magic = r.get<uint32_t>();
@@ -513,6 +711,7 @@ Llama load_llama2c(const std::string& path, int64_t max_context) {
                 "{}: {} trailing bytes after the weights (header disagrees with the file)", path,
                 bytes.size() - r.pos());
   Llama model = build_llama(c, bytes.size(), path);
+  if (dtypes != nullptr) (*dtypes)["F32"] += static_cast<int64_t>(w.size());
   fill_weights(
       model,
       [&](const std::string& n) {
@@ -538,7 +737,10 @@ VocabTokenizer load_llama2c_tokenizer(const std::string& path) {
     pieces.push_back(r.str(static_cast<uint64_t>(len)));
   }
   TESSERA_CHECK(pieces.size() >= 3, "{}: only {} tokens", path, pieces.size());
-  return VocabTokenizer::sentencepiece(std::move(pieces), std::move(scores), false, 1, 2);
+  // llama2.c's run.c prepends BOS to every prompt.
+  auto tok = VocabTokenizer::sentencepiece(std::move(pieces), std::move(scores), false, 1, 2);
+  tok.set_add_bos(true);
+  return tok;
 }
 
 // ---- GGUF ---------------------------------------------------------------------------------
@@ -648,6 +850,20 @@ Gguf parse_gguf(const std::string& path) {
   return g;
 }
 
+std::string ggml_type_name(uint32_t type) {
+  switch (type) {
+    case 0:
+      return "F32";
+    case 1:
+      return "F16";
+    case 8:
+      return "Q8_0";
+    case 30:
+      return "BF16";
+  }
+  return fmt::format("ggml type {}", type);
+}
+
 float half_to_float(uint16_t bits) {
   return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
 }
@@ -709,7 +925,8 @@ torch::Tensor gguf_tensor(const Gguf& g, const GgufTensor& t, const std::string&
 
 }  // namespace
 
-Llama load_gguf(const std::string& path, int64_t max_context) {
+Llama load_gguf(const std::string& path, int64_t max_context,
+                std::map<std::string, int64_t>* dtypes) {
   const Gguf g = parse_gguf(path);
   TESSERA_CHECK(g.kv.contains("general.architecture") && g.kv["general.architecture"].is_string(),
                 "{}: no general.architecture", path);
@@ -783,7 +1000,9 @@ Llama load_gguf(const std::string& path, int64_t max_context) {
       model,
       [&](const std::string& name) {
         auto it = by_name.find(gguf_name(name));
-        return it == by_name.end() ? torch::Tensor() : gguf_tensor(g, *it->second, path);
+        if (it == by_name.end()) return torch::Tensor();
+        if (dtypes != nullptr) (*dtypes)[ggml_type_name(it->second->type)] += 1;
+        return gguf_tensor(g, *it->second, path);
       },
       path);
   return model;
@@ -798,17 +1017,32 @@ VocabTokenizer load_gguf_tokenizer(const std::string& path) {
     auto tokens = g.kv["tokenizer.ggml.tokens"].get<std::vector<std::string>>();
     const int64_t bos = g.kv.value("tokenizer.ggml.bos_token_id", -1);
     const int64_t eos = g.kv.value("tokenizer.ggml.eos_token_id", -1);
+    TESSERA_CHECK(
+        bos < static_cast<int64_t>(tokens.size()) && eos < static_cast<int64_t>(tokens.size()),
+        "{}: bos {} / eos {} outside the {} tokens", path, bos, eos, tokens.size());
+    // llama.cpp's defaults: SentencePiece vocabularies add BOS, GPT-2 style ones do not.
+    const bool add_bos = g.kv.value("tokenizer.ggml.add_bos_token", kind == "llama") && bos >= 0;
     if (kind == "llama") {
       std::vector<float> scores(tokens.size(), 0.0f);
       if (g.kv.contains("tokenizer.ggml.scores"))
         scores = g.kv["tokenizer.ggml.scores"].get<std::vector<float>>();
-      return VocabTokenizer::sentencepiece(std::move(tokens), std::move(scores), true, bos, eos);
+      auto tok =
+          VocabTokenizer::sentencepiece(std::move(tokens), std::move(scores), true, bos, eos);
+      tok.set_add_bos(add_bos);
+      return tok;
     }
     if (kind == "gpt2") {
       std::vector<std::string> merges;
       if (g.kv.contains("tokenizer.ggml.merges"))
         merges = g.kv["tokenizer.ggml.merges"].get<std::vector<std::string>>();
-      return VocabTokenizer::byte_bpe(std::move(tokens), merges, bos, eos);
+      const std::string pre = g.kv.value("tokenizer.ggml.pre", "gpt2");
+      const char* pattern = pre == "llama-bpe" || pre == "llama3" ? kLlama3Pattern
+                            : pre == "qwen2"                      ? kQwen2Pattern
+                                                                  : kGpt2Pattern;
+      auto tok = VocabTokenizer::byte_bpe(std::move(tokens), merges, bos, eos,
+                                          PreTokenizer({pattern}, path));
+      tok.set_add_bos(add_bos);
+      return tok;
     }
     TESSERA_CHECK(false, "{}: tokenizer model '{}' is not supported (llama, gpt2)", path, kind);
   } catch (const nlohmann::json::exception& e) {
