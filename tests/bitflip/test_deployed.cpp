@@ -4,6 +4,7 @@
 // detected.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "tessera/bitflip/bench_commands.h"
@@ -34,7 +35,7 @@ uint8_t naive_signature(const LayerLayout& layout, const int8_t* codes, int64_t 
 
 TEST_F(SeededTest, FusedCheckEqualsNaivePerGroupCheckOnRandomCodesAndKeys) {
   std::mt19937_64 rng(11);
-  int64_t n_groups_checked = 0;
+  int64_t n_groups_checked = 0, n_odd_slots = 0;
   for (int trial = 0; trial < 24; ++trial) {
     const int64_t g_size = std::vector<int64_t>{2, 3, 5, 8, 16, 32, 64}[rng() % 7];
     const int64_t block = std::vector<int64_t>{32, 256, 1000, 4096}[rng() % 4];
@@ -51,12 +52,12 @@ TEST_F(SeededTest, FusedCheckEqualsNaivePerGroupCheckOnRandomCodesAndKeys) {
     std::vector<int8_t> codes(static_cast<size_t>(layout.padded), 0);
     for (int64_t i = 0; i < n; ++i) codes[i] = static_cast<int8_t>(q.values.data_ptr<int32_t>()[i]);
     const auto slots = static_cast<size_t>(layout.n_slots());
-    for (const bool simd : {true, false}) {
-      SCOPED_TRACE(
-          fmt::format("trial {} G {} block {} n {} simd {}", trial, g_size, block, n, simd));
+    for (const CheckKernel kernel : supported_check_kernels()) {
+      SCOPED_TRACE(fmt::format("trial {} G {} block {} n {} slots {} kernel {}", trial, g_size,
+                               block, n, layout.n_slots(), check_kernel_name(kernel)));
       std::vector<uint32_t> a(slots), b(slots);
       std::vector<float> out(static_cast<size_t>(layout.padded), -1.0f);
-      fused_read(layout, codes.data(), out.data(), 0.25f, a.data(), b.data(), simd);
+      fused_read(layout, codes.data(), out.data(), 0.25f, a.data(), b.data(), kernel);
       for (int64_t g = 0; g < layout.n_groups(); ++g) {
         const uint8_t fused = static_cast<uint8_t>((((a[g / 32] >> (g % 32)) & 1u) << 1) |
                                                    ((b[g / 32] >> (g % 32)) & 1u));
@@ -65,7 +66,7 @@ TEST_F(SeededTest, FusedCheckEqualsNaivePerGroupCheckOnRandomCodesAndKeys) {
       for (int64_t i = 0; i < layout.padded; ++i) ASSERT_EQ(out[i], codes[i] * 0.25f) << i;
       // Without an output buffer: the same masks.
       std::vector<uint32_t> a2(slots), b2(slots);
-      fused_read(layout, codes.data(), nullptr, 0.0f, a2.data(), b2.data(), simd);
+      fused_read(layout, codes.data(), nullptr, 0.0f, a2.data(), b2.data(), kernel);
       EXPECT_EQ(a2, a);
       EXPECT_EQ(b2, b);
       // And the int32 path of Radar::sign gives the same signatures.
@@ -76,11 +77,35 @@ TEST_F(SeededTest, FusedCheckEqualsNaivePerGroupCheckOnRandomCodesAndKeys) {
       EXPECT_EQ(from_masks, radar.sign({q}).layers[0].signatures);
     }
     n_groups_checked += layout.n_groups();
-    std::vector<float> plain(static_cast<size_t>(n));
-    dequantize_codes(codes.data(), n, 0.5f, plain.data());
-    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(plain[i], codes[i] * 0.5f);
+    n_odd_slots += layout.n_slots() % 2;
+    for (const CheckKernel kernel : supported_check_kernels()) {
+      std::vector<float> plain(static_cast<size_t>(n));
+      dequantize_codes(codes.data(), n, 0.5f, plain.data(), kernel);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(plain[i], codes[i] * 0.5f) << i;
+    }
   }
   EXPECT_GT(n_groups_checked, 1000);
+  EXPECT_GT(n_odd_slots, 0);  // the AVX-512 kernel's one-slot tail ran too
+}
+
+TEST(CheckKernel, EveryKernelTheCpuHasCanBeForcedAndOthersAreRefused) {
+  const CheckKernel best = best_check_kernel();
+  const auto supported = supported_check_kernels();
+  ASSERT_FALSE(supported.empty());
+  EXPECT_EQ(supported.front(), CheckKernel::kScalar);
+  EXPECT_EQ(supported.back(), best);
+  for (const CheckKernel k : {CheckKernel::kScalar, CheckKernel::kAvx2, CheckKernel::kAvx512}) {
+    const bool has = std::find(supported.begin(), supported.end(), k) != supported.end();
+    if (has) {
+      set_check_kernel(k);
+      EXPECT_EQ(check_kernel(), k);
+    } else {
+      const std::string what = error_of([&] { set_check_kernel(k); });
+      EXPECT_NE(what.find("not supported"), std::string::npos) << what;
+    }
+  }
+  set_check_kernel(best);
+  EXPECT_EQ(check_kernel(), best);
 }
 
 models::Model small_resnet() {

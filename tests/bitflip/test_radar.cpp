@@ -421,6 +421,39 @@ TEST_F(SeededTest, SignaturesOfAnotherModelOrGroupSizeAreRefused) {
             std::string::npos);
 }
 
+TEST_F(SeededTest, SmallLayersGetGroupsOfTwoAndTheSettingTravelsWithTheSignatures) {
+  TempDir dir;
+  const auto weights = small_model(9);  // 216 and 200 weights
+  const RadarKey key = RadarKey::from_seed(26);
+  RadarOptions options{8, 2};
+  options.small_layer_weights = 210;  // the 200-weight layer only
+  const Radar radar(key, options, weights);
+  EXPECT_EQ(radar.layout(0).group_size, 8);
+  EXPECT_EQ(radar.layout(0).n_groups(), 32);  // 256 codes: 32 groups whatever G
+  EXPECT_EQ(radar.layout(1).group_size, 2);
+  EXPECT_EQ(radar.layout(1).n_groups(), 128);  // 256 codes (a multiple of 64): 128 groups
+  const GoldenSignatures golden = radar.sign(weights);
+  golden.save(dir.file("sig.radar"), key);
+  const GoldenSignatures loaded = GoldenSignatures::load(dir.file("sig.radar"), key);
+  EXPECT_EQ(loaded.options.small_layer_weights, 210);
+  EXPECT_TRUE(radar.check(weights, loaded).clean());
+  // Every MSB flip of the small layer is caught in its group of two.
+  for (int64_t index = 0; index < weights[1].numel(); index += 9) {
+    auto attacked = copy_of(weights);
+    attacked[1].flip_bit(index, 7);
+    const CheckResult result = radar.check(attacked, loaded);
+    ASSERT_EQ(result.n_flagged_groups(), 1) << index;
+    EXPECT_TRUE(result.is_flagged(1, radar.layout(1).group_of(index)));
+  }
+  // A check set up without the option is refused, not compared.
+  EXPECT_NE(error_of([&] {
+              Radar(key, RadarOptions{8, 2}, weights).check(weights, loaded);
+            }).find("G = 2 below 210"),
+            std::string::npos);
+  options.small_layer_weights = -1;
+  EXPECT_NE(error_of([&] { Radar(key, options, weights); }).find("small-layer"), std::string::npos);
+}
+
 mode_t mode_of(const std::string& path) {
   struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;

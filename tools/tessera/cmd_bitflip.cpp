@@ -23,7 +23,9 @@ namespace {
 namespace bitflip = tessera::bitflip;
 namespace cli = tessera::cli;
 namespace data = tessera::data;
+
 using tessera::Table;
+constexpr const char* kSmallLayerHelp = "RADAR: layers with fewer weights use G = 2 (0 = off)";
 
 // ---------------------------------------------------------------------------------------------
 // Shared flags and helpers
@@ -59,6 +61,9 @@ void add_radar_flags(CLI::App* cmd, bitflip::RadarOptions& r) {
   cmd->add_option("--block-weights", r.block_weights, "weights per RADAR block (cache-sized)")
       ->capture_default_str()
       ->check(CLI::Range(32, 1 << 20));
+  cmd->add_option("--small-layer-weights", r.small_layer_weights, kSmallLayerHelp)
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 }
 
 void add_recovery_flag(CLI::App* cmd, bitflip::RecoveryMode& mode) {
@@ -120,6 +125,9 @@ void add_trial_flags(CLI::App* cmd, bitflip::TrialOptions& t) {
   cmd->add_option("--attack-batch", t.attack_batch, "PBFA attack batch")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--small-layer-weights", t.small_layer_weights, kSmallLayerHelp)
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   add_pbfa_flags(cmd, t.pbfa);
 }
 
@@ -146,8 +154,7 @@ void add_bench_flags(CLI::App* cmd, bitflip::BenchOptions& o) {
   cmd->add_option("--eval-size", o.eval_size, "test images for accuracies (0 = all 10000)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--random-level", o.random_level,
-                  "accuracy counted as random guessing (10 classes)")
+  cmd->add_option("--random-level", o.random_level, "accuracy counted as random (10 classes)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--overhead-batch", o.overhead_batch, "batch for the overhead timing")
@@ -156,8 +163,7 @@ void add_bench_flags(CLI::App* cmd, bitflip::BenchOptions& o) {
   cmd->add_option("--overhead-reps", o.overhead_reps, "timing repetitions")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--evasion-trials", o.evasion_trials,
-                  "stretch: cancelling-pair trials per G (0 = skip)")
+  cmd->add_option("--evasion-trials", o.evasion_trials, "cancelling-pair trials per G (0 = skip)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   add_trial_flags(cmd, o.trial);

@@ -36,6 +36,7 @@ struct RadarSummary {
   int64_t n_flips = 0;                     ///< flips dumped onto the protected model per trial
   std::vector<double> detected;            ///< per trial: flips whose group was flagged
   std::vector<double> flagged_groups;      ///< per trial
+  std::vector<double> shared;              ///< per trial: flips sharing a group with another
   std::vector<double> recovered_accuracy;  ///< per trial: zero the flagged groups (paper)
   std::vector<double> marked_accuracy;     ///< per trial: zero the MSB-marked weights (ours)
   std::vector<double> restored_accuracy;   ///< per trial: flip the fitting marked MSB back (ours)
@@ -109,9 +110,10 @@ train::TrainRecipe bench_recipe(const std::string& arch, const BenchOptions& opt
 models::Model bench_model(const std::string& arch, const BenchOptions& options,
                           const BenchData& data);
 
-/// Check overhead at one batch size.
+/// Check overhead at one batch size with one kernel (fused_check.h).
 struct OverheadRow {
   int64_t batch = 0;
+  CheckKernel kernel = CheckKernel::kScalar;
   OverheadResult timing;
 };
 

@@ -2,6 +2,7 @@
 #include "tessera/bitflip/experiment.h"
 
 #include <algorithm>
+#include <map>
 
 #include "tessera/bitflip/crc_guard.h"
 #include "tessera/bitflip/guard.h"
@@ -17,9 +18,11 @@ namespace {
 
 /// The RADAR part of a trial at one G (run_trial).
 RadarOutcome radar_outcome(const QuantizedModel& clean, const RadarKey& key, int64_t g_size,
-                           int check_bits, const std::vector<BitFlip>& dumped,
+                           const TrialOptions& options, const std::vector<BitFlip>& dumped,
                            const data::Dataset& eval_set) {
-  const Radar radar(key, RadarOptions{g_size, check_bits}, clean.weights);
+  RadarOptions radar_options{g_size, options.check_bits};
+  radar_options.small_layer_weights = options.small_layer_weights;
+  const Radar radar(key, radar_options, clean.weights);
   DeployedModel deployed = DeployedModel::deploy(clean, &radar);
   const GoldenSignatures golden = radar.sign(deployed);
   deployed.apply_flips(dumped);
@@ -32,6 +35,12 @@ RadarOutcome radar_outcome(const QuantizedModel& clean, const RadarKey& key, int
   // Detection: the check over the deployed memory, as the guard's first read sees it.
   const CheckResult check = radar.check(deployed, golden);
   outcome.n_flagged_groups = check.n_flagged_groups();
+  std::map<std::pair<size_t, int64_t>, int64_t> per_group;
+  for (const auto& flip : dumped) {
+    const size_t layer = deployed.layer_index(flip.layer);
+    ++per_group[{layer, radar.layout(layer).group_of(flip.index)}];
+  }
+  for (const auto& [group, count] : per_group) outcome.n_shared += count > 1 ? count : 0;
   std::vector<BitFlip> detected;
   for (const auto& flip : dumped) {
     const size_t layer = deployed.layer_index(flip.layer);
@@ -78,6 +87,8 @@ void TrialOptions::validate() const {
                 n_defended_flips);
   TESSERA_CHECK(n_random_flips >= 0, "trial: n_random_flips must be >= 0, got {}", n_random_flips);
   TESSERA_CHECK(attack_batch >= 1, "trial: attack_batch must be >= 1, got {}", attack_batch);
+  TESSERA_CHECK(small_layer_weights >= 0, "trial: small_layer_weights must be >= 0, got {}",
+                small_layer_weights);
   for (const int64_t g : group_sizes)
     TESSERA_CHECK(g >= 1, "trial: group_sizes must be >= 1, got {}", g);
 }
@@ -118,7 +129,7 @@ TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_p
   // int8 memory, let the guarded inference find and repair them.
   const RadarKey key = RadarKey::from_seed(seed);
   for (const int64_t g_size : options.group_sizes)
-    result.radar.push_back(radar_outcome(clean, key, g_size, options.check_bits, dumped, eval_set));
+    result.radar.push_back(radar_outcome(clean, key, g_size, options, dumped, eval_set));
   // CRC32 per layer: detects the layers, recovers only whole layers.
   {
     const CrcSignatures golden = crc_sign(clean.weights);
@@ -138,10 +149,12 @@ TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_p
   return result;
 }
 
-OverheadResult measure_check_overhead(DeployedModel& model, const Radar& radar,
-                                      const GoldenSignatures& golden, const torch::Tensor& batch,
-                                      int64_t n_reps) {
+std::vector<OverheadResult> measure_check_overhead(DeployedModel& model, const Radar& radar,
+                                                   const GoldenSignatures& golden,
+                                                   const torch::Tensor& batch, int64_t n_reps,
+                                                   const std::vector<CheckKernel>& kernels) {
   TESSERA_CHECK(n_reps >= 1, "n_reps must be >= 1, got {}", n_reps);
+  TESSERA_CHECK(!kernels.empty(), "measure_check_overhead: no kernel to time");
   RadarGuard guard(model, radar, golden, GuardOptions{1, true, RecoveryMode::zero_group});
   // The reads alone take tens of microseconds: time `inner` of them per repetition.
   constexpr int kInner = 20;
@@ -150,35 +163,64 @@ OverheadResult measure_check_overhead(DeployedModel& model, const Radar& radar,
     for (int i = 0; i < kInner; ++i) model.read_all(reader);
     return static_cast<double>(t.elapsed_us()) / kInner;
   };
-  // Warm-up: allocator, thread pool, caches.
-  for (int i = 0; i < 2; ++i) {
-    model.forward(batch);
-    guard.forward(batch);
-    time_reads(nullptr);
-    time_reads(&guard);
+  // The check alone (fused_read without an output buffer), to split the fused read's cost.
+  std::vector<uint32_t> a, b;
+  auto time_check_only = [&] {
+    Timer t;
+    for (int i = 0; i < kInner; ++i) {
+      for (size_t l = 0; l < radar.n_layers(); ++l) {
+        const LayerLayout& layout = radar.layout(l);
+        a.resize(static_cast<size_t>(layout.n_slots()));
+        b.resize(a.size());
+        fused_read(layout, model.codes(l), nullptr, 0.0f, a.data(), b.data());
+      }
+    }
+    return static_cast<double>(t.elapsed_us()) / kInner;
+  };
+  const CheckKernel before = check_kernel();
+  struct Samples {
+    std::vector<double> plain, guarded, read, fused, check_only;
+  };
+  std::vector<Samples> samples(kernels.size());
+  // Warm-up (allocator, thread pool, caches), then every kernel in turn within each repetition,
+  // so that a slow spell of the machine touches all of them alike.
+  for (int64_t rep = -2; rep < n_reps; ++rep) {
+    for (size_t k = 0; k < kernels.size(); ++k) {
+      set_check_kernel(kernels[k]);
+      Timer t1;
+      model.forward(batch);
+      const auto plain = static_cast<double>(t1.elapsed_us());
+      Timer t2;
+      guard.forward(batch);
+      const auto guarded = static_cast<double>(t2.elapsed_us());
+      const double read = time_reads(nullptr);
+      const double fused = time_reads(&guard);
+      const double check_only = time_check_only();
+      if (rep < 0) continue;
+      samples[k].plain.push_back(plain);
+      samples[k].guarded.push_back(guarded);
+      samples[k].read.push_back(read);
+      samples[k].fused.push_back(fused);
+      samples[k].check_only.push_back(check_only);
+    }
   }
-  std::vector<double> plain, guarded, read, fused;
-  for (int64_t rep = 0; rep < n_reps; ++rep) {
-    Timer t1;
-    model.forward(batch);
-    plain.push_back(static_cast<double>(t1.elapsed_us()));
-    Timer t2;
-    guard.forward(batch);
-    guarded.push_back(static_cast<double>(t2.elapsed_us()));
-    read.push_back(time_reads(nullptr));
-    fused.push_back(time_reads(&guard));
+  set_check_kernel(before);
+  std::vector<OverheadResult> results;
+  for (const auto& s : samples) {
+    OverheadResult out;
+    out.t_inference_us = median(s.plain);
+    out.t_guarded_us = median(s.guarded);
+    out.t_read_us = median(s.read);
+    out.t_fused_us = median(s.fused);
+    out.t_check_only_us = median(s.check_only);
+    out.t_check_us = std::max(0.0, out.t_fused_us - out.t_read_us);
+    if (out.t_inference_us > 0) {
+      out.overhead_fraction = out.t_check_us / out.t_inference_us;
+      out.end_to_end_fraction = (out.t_guarded_us - out.t_inference_us) / out.t_inference_us;
+    }
+    results.push_back(out);
   }
-  OverheadResult out;
-  out.t_inference_us = median(plain);
-  out.t_guarded_us = median(guarded);
-  out.t_read_us = median(read);
-  out.t_fused_us = median(fused);
-  out.t_check_us = std::max(0.0, out.t_fused_us - out.t_read_us);
-  if (out.t_inference_us > 0) {
-    out.overhead_fraction = out.t_check_us / out.t_inference_us;
-    out.end_to_end_fraction = (out.t_guarded_us - out.t_inference_us) / out.t_inference_us;
-  }
-  return out;
+  return results;
 }
 
 EvasionResult measure_evasion(const QuantizedModel& clean, int64_t group_size, int64_t n_trials,

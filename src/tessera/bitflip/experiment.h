@@ -8,6 +8,7 @@
 
 #include "tessera/bitflip/attack.h"
 #include "tessera/bitflip/deployed.h"
+#include "tessera/bitflip/fused_check.h"
 #include "tessera/bitflip/radar.h"
 #include "tessera/data/dataset.h"
 
@@ -22,7 +23,8 @@ struct TrialOptions {
   int64_t n_defended_flips = 10;  ///< PBFA flips dumped onto the defenses
   std::vector<int64_t> group_sizes = {8, 16, 32};
   int check_bits = 2;
-  int64_t attack_batch = 128;  ///< PBFA batch drawn from the attack pool
+  int64_t small_layer_weights = 0;  ///< RadarOptions::small_layer_weights (0: off)
+  int64_t attack_batch = 128;       ///< PBFA batch drawn from the attack pool
   PbfaOptions pbfa;
 
   /// Throws tessera::Error naming the first bad field (n_flips < 1, defended flips outside
@@ -37,6 +39,9 @@ struct RadarOutcome {
   int64_t n_flips = 0;     ///< flips dumped onto the protected model
   int64_t n_detected = 0;  ///< flips whose group was flagged
   int64_t n_flagged_groups = 0;
+  /// Flips whose group holds another of the dumped flips: two flips in one group can cancel in
+  /// the signature, a lone flip of the MSB never does (it moves the wrapped sum by 128).
+  int64_t n_shared = 0;
   int64_t n_weights_zeroed = 0;     ///< zero_group recovery
   int64_t n_marked_zeroed = 0;      ///< zero_marked recovery
   double recovered_accuracy = 0.0;  ///< zero_group (the paper)
@@ -74,19 +79,23 @@ TrialResult run_trial(const QuantizedModel& clean, const data::Dataset& attack_p
 
 /// Side-by-side timing on the deployed model: inference with the plain weight read against
 /// inference with the fused read-and-check (the guard checks during every inference), and the
-/// two reads alone. Alternates them `n_reps` times after a warm-up; medians per inference.
+/// two reads alone, for each of `kernels` (fused_check.h: each kernel's plain read is its own
+/// dequantization). Alternates all of them `n_reps` times after a warm-up; medians per
+/// inference, one result per kernel. The process's kernel is restored afterwards.
 struct OverheadResult {
   double t_inference_us = 0.0;       ///< unguarded deployed forward (plain read + compute)
   double t_guarded_us = 0.0;         ///< guarded deployed forward (fused read + compute)
   double t_read_us = 0.0;            ///< the plain dequantizing read of every layer
   double t_fused_us = 0.0;           ///< the fused read-and-check of every layer
   double t_check_us = 0.0;           ///< what the check adds to the read: t_fused - t_read (>= 0)
+  double t_check_only_us = 0.0;      ///< the check of every layer without dequantizing
   double overhead_fraction = 0.0;    ///< t_check / t_inference
   double end_to_end_fraction = 0.0;  ///< (t_guarded - t_inference) / t_inference (noisy)
 };
-OverheadResult measure_check_overhead(DeployedModel& model, const Radar& radar,
-                                      const GoldenSignatures& golden, const torch::Tensor& batch,
-                                      int64_t n_reps);
+std::vector<OverheadResult> measure_check_overhead(DeployedModel& model, const Radar& radar,
+                                                   const GoldenSignatures& golden,
+                                                   const torch::Tensor& batch, int64_t n_reps,
+                                                   const std::vector<CheckKernel>& kernels);
 
 /// The stretch experiment: an attacker who knows the algorithm and G but not the secret flips
 /// the MSB of a weight and, to cancel the checksum, the MSB of a second weight of the same layer

@@ -72,7 +72,7 @@ LayerLayout make_layout(std::string_view secret, const std::string& name,
   LayerLayout layout;
   layout.name = name;
   layout.shape = std::move(shape);
-  const int64_t g_size = options.group_size;
+  const int64_t g_size = n < options.small_layer_weights ? 2 : options.group_size;
   layout.group_size = g_size;
   layout.numel = n;
   layout.n_plus = (g_size + 1) / 2;
@@ -353,6 +353,8 @@ void RadarOptions::validate() const {
                 check_bits);
   TESSERA_CHECK(block_weights >= 32 && block_weights <= (int64_t{1} << 20),
                 "RADAR block size must be in [32, 1048576] weights, got {}", block_weights);
+  TESSERA_CHECK(small_layer_weights >= 0, "RADAR small-layer size must be >= 0, got {}",
+                small_layer_weights);
 }
 
 RecoveryMode parse_recovery_mode(const std::string& name) {
@@ -454,11 +456,13 @@ void Radar::check_golden(const GoldenSignatures& golden, const std::vector<std::
                 golden.key_id, key_id_);
   TESSERA_CHECK(golden.options.group_size == options_.group_size &&
                     golden.options.check_bits == options_.check_bits &&
-                    golden.options.block_weights == options_.block_weights,
-                "the signatures use G = {} with {} check bit(s) and {}-weight blocks but the "
-                "check uses G = {} with {} and {}",
+                    golden.options.block_weights == options_.block_weights &&
+                    golden.options.small_layer_weights == options_.small_layer_weights,
+                "the signatures use G = {} with {} check bit(s), {}-weight blocks and G = 2 "
+                "below {} weights but the check uses G = {} with {}, {} and {}",
                 golden.options.group_size, golden.options.check_bits, golden.options.block_weights,
-                options_.group_size, options_.check_bits, options_.block_weights);
+                golden.options.small_layer_weights, options_.group_size, options_.check_bits,
+                options_.block_weights, options_.small_layer_weights);
   TESSERA_CHECK(golden.layers.size() == names.size() && names.size() == layouts_.size(),
                 "the signature file is for another model: it has {} layers, the model has {}",
                 golden.layers.size(), names.size());
@@ -711,6 +715,7 @@ void GoldenSignatures::save(const std::string& path, const RadarKey& key) const 
       {"group_size", options.group_size},
       {"check_bits", options.check_bits},
       {"block_weights", options.block_weights},
+      {"small_layer_weights", options.small_layer_weights},
       {"key_id", key_id},
       {"layers", layer_list}}.dump();
   file.metadata[kHeaderKey] = header;
@@ -762,6 +767,8 @@ GoldenSignatures GoldenSignatures::load(const std::string& path, const RadarKey&
     golden.options.group_size = json.at("group_size").get<int64_t>();
     golden.options.check_bits = json.at("check_bits").get<int>();
     golden.options.block_weights = json.at("block_weights").get<int64_t>();
+    // Absent from files made before the option existed, which used G for every layer.
+    golden.options.small_layer_weights = json.value("small_layer_weights", int64_t{0});
     golden.options.validate();
     golden.key_id = file_key_id;
     size_t i = 0;

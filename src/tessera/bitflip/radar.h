@@ -47,8 +47,13 @@ struct RadarOptions {
   /// Target weights per block (4096 int8 codes = 4 KiB, L1-sized). A block is G rows of
   /// 32 * T codes with T = max(1, block_weights / (32 G)); a layer's last block may be shorter.
   int64_t block_weights = 4096;
-  /// Throws tessera::Error unless 2 <= group_size <= 2^16, check_bits is 1 or 2 and
-  /// 32 <= block_weights <= 2^20.
+  /// Layers with fewer weights than this use G = 2 (0: every layer uses group_size; ours). A
+  /// layer of fewer than 32 G weights has 32 groups whatever G is, so flips that land in it
+  /// (PBFA favours the small stem) often share a group, where two MSB flips can cancel; G = 2
+  /// gives it about as many groups as half its weights, for a few bytes of signature.
+  int64_t small_layer_weights = 0;
+  /// Throws tessera::Error unless 2 <= group_size <= 2^16, check_bits is 1 or 2,
+  /// 32 <= block_weights <= 2^20 and small_layer_weights >= 0.
   void validate() const;
 };
 
