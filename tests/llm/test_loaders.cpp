@@ -23,6 +23,7 @@ using writers::hf_config;
 using writers::hf_name;
 using writers::llama2c_bytes;
 using writers::permute_rows;
+using writers::random_model;
 using writers::sp_vocab;
 using writers::tokenizer_bin;
 
@@ -37,13 +38,6 @@ LlamaConfig base_config() {
   c.max_seq_len = 32;
   c.tie_embeddings = false;
   return c;
-}
-
-Llama random_model(const LlamaConfig& c) {
-  Llama m(c);
-  torch::NoGradGuard no_grad;
-  for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);
-  return m;
 }
 
 torch::Tensor logits_of(Llama& m) {

@@ -63,4 +63,12 @@ void check_writable(const std::vector<std::string>& paths) {
   }
 }
 
+CLI::App* subcommand_group(CLI::App& app, const std::string& name, const std::string& help) {
+  for (auto* sub : app.get_subcommands([&](CLI::App* s) { return s->get_name() == name; }))
+    return sub;
+  auto* group = app.add_subcommand(name, help);
+  group->require_subcommand(1);
+  return group;
+}
+
 }  // namespace tessera::cli

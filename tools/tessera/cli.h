@@ -85,4 +85,8 @@ std::string default_output(const std::string& name);
 /// writable (so a long run cannot fail at its last step). Empty paths are skipped.
 void check_writable(const std::vector<std::string>& paths);
 
+/// The subcommand group `name` of `app`, created (requiring one subcommand) by whichever
+/// cmd_*.cpp file registers first, so that several files add commands to one group.
+CLI::App* subcommand_group(CLI::App& app, const std::string& name, const std::string& help);
+
 }  // namespace tessera::cli

@@ -90,20 +90,11 @@ void register_bandwidth(CLI::App& llm) {
   sub->callback([cmd] { run_bandwidth(*cmd); });
 }
 
-// The `llm` group, which cmd_jacobi.cpp adds commands to as well (whichever file registers first
-// creates it).
-CLI::App* llm_group(CLI::App& app) {
-  for (auto* sub : app.get_subcommands([](CLI::App* s) { return s->get_name() == "llm"; }))
-    return sub;
-  auto* llm = app.add_subcommand("llm", "Jacobi decoding and consistency distillation (CLLM)");
-  llm->require_subcommand(1);
-  return llm;
-}
-
 }  // namespace
 
 void register_llm(CLI::App& app, tessera::cli::Tour& /*tour*/) {
-  auto* llm = llm_group(app);
+  auto* llm = cli::subcommand_group(
+      app, "llm", "LLMs: any checkpoint, Jacobi decoding and consistency distillation (CLLM)");
   register_info(*llm);
   register_bandwidth(*llm);
 }
