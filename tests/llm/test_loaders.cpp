@@ -27,16 +27,10 @@ using writers::random_model;
 using writers::sp_vocab;
 using writers::tokenizer_bin;
 
+/// The writers' small model with a vocabulary of 64 (the loaders need no tokenizer here).
 LlamaConfig base_config() {
-  LlamaConfig c;
+  LlamaConfig c = writers::small_config();
   c.vocab_size = 64;
-  c.dim = 64;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.hidden_dim = 96;
-  c.max_seq_len = 32;
-  c.tie_embeddings = false;
   return c;
 }
 

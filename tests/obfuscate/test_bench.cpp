@@ -48,7 +48,7 @@ TEST_F(Bench, RunsBothModelsAndSavesRunnableModelFiles) {
   train::set_cache_dir(dir.file("cache"));
   ObfuscateBenchOptions o = tiny(dir.file("out"));
   o.width_mult = 1.0;  // the 64 -> 128 conv exists at full width
-  o.image_size = 8;  // the random nets are traced at 8 px too (attacker_recipe)
+  o.image_size = 8;    // the random nets are traced at 8 px too (attacker_recipe)
   const ObfuscateBenchResult r = run_obfuscate_bench(o);
   EXPECT_EQ(r.held_out.nets, 5);
   EXPECT_GT(r.held_out.convs, 0);
