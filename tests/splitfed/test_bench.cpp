@@ -2,6 +2,8 @@
 // 1/16 width, one epoch): what they return (counts, ordering, invariants) and their bad input.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <sys/stat.h>
 
 #include <thread>
@@ -322,6 +324,7 @@ TEST_F(BenchTest, AttackMiRunsTheSuiteAgainstASavedRun) {
   EXPECT_GT(m.reference.mse, 0.0);
   EXPECT_EQ(m.table().n_rows(), 2u);
   EXPECT_NE(m.summary().find("no-information reference"), std::string::npos);
+  EXPECT_NE(m.summary().find("label-only reference"), std::string::npos);
   const torch::Tensor g = m.grid();
   const torch::Tensor plain =
       image::grid({m.targets, m.attacks[0].reconstructions, m.attacks[1].reconstructions});
@@ -330,6 +333,24 @@ TEST_F(BenchTest, AttackMiRunsTheSuiteAgainstASavedRun) {
   EXPECT_LT(g.min().item<float>(), 0.5f);  // ink
   a.classes = {0, 1, 2};                   // the run has 10 classes
   EXPECT_THROW(attack_mi(a), Error);
+}
+
+TEST_F(BenchTest, LabelOnlyReferenceIsTheClassMeanOfTheAuxiliaryImages) {
+  // Two 1x1x2 targets of classes 0 and 2; auxiliary images of classes 0, 0, 1 (class 2 absent:
+  // its target gets the mean of all auxiliary images).
+  AttackData d;
+  d.targets = torch::tensor({0.5f, 0.5f, 1.0f, 0.0f}).reshape({2, 1, 1, 2});
+  d.target_labels = torch::tensor({0, 2}, torch::kLong);
+  d.aux = torch::tensor({0.2f, 0.4f, 0.6f, 0.8f, 0.4f, 0.0f}).reshape({3, 1, 1, 2});
+  d.aux_labels = torch::tensor({0, 0, 1}, torch::kLong);
+  // Guesses: class 0 mean (0.4, 0.6); overall mean (0.4, 0.4).
+  // Squared errors: (0.1^2 + 0.1^2) + (0.6^2 + 0.4^2) = 0.02 + 0.52 over 4 values.
+  EXPECT_NEAR(label_only_reference(d).mse, 0.54 / 4, 1e-6);
+  EXPECT_NEAR(mean_image_reference(d).mse, (0.01 + 0.01 + 0.36 + 0.16) / 4, 1e-6);
+  EXPECT_DOUBLE_EQ(reachable_share(0.03, 0.01, 0.05), 0.5);
+  EXPECT_TRUE(std::isnan(reachable_share(0.03, 0.05, 0.05)));
+  d.aux_labels = torch::Tensor();
+  EXPECT_THROW(label_only_reference(d), Error);
 }
 
 TEST_F(BenchTest, DefendedTrainingPretrainsAnExpertAndTransfersFromIt) {
@@ -401,6 +422,10 @@ TEST_F(BenchTest, BenchMiTrainsEveryDefenseAndAttacksItsCheckpoints) {
   const nlohmann::json table = r.table().to_json();
   EXPECT_EQ(table[0].at("acc drop (pts)"), "0.00");
   EXPECT_EQ(table[0].at("client compute (x plain)"), "1.00");
+  // The undefended row starts the range; "-" when a weak attack is already past the label-only MSE.
+  EXPECT_EQ(table[0].at("share of range %"), r.label_reference.mse > r.rows[0].mse ? "0.0" : "-");
+  EXPECT_GT(r.label_reference.mse, 0.0);
+  EXPECT_NE(r.to_string().find("label-only reference"), std::string::npos);
   EXPECT_EQ(r.checkpoint_table().n_rows(), 2u);
   EXPECT_EQ(r.to_json().at("rows").size(), 3u);
   EXPECT_EQ(r.grid().size(1), image::grid(std::vector<torch::Tensor>(4, r.targets)).size(1));

@@ -3,6 +3,7 @@
 // non-zero, but the other steps still run.
 #include "tour.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
@@ -35,10 +36,11 @@ void add_tour_command(CLI::App& app, Tour& tour) {
   cmd->callback([options, &tour] {
     const auto& ctx = options->context;
     std::filesystem::create_directories(ctx.work_dir);
+    std::vector<std::string> names;
+    for (const auto& step : tour.steps()) names.push_back(step.name);
     for (const auto& name : options->only) {
-      bool known = false;
-      for (const auto& step : tour.steps()) known = known || step.name == name;
-      TESSERA_CHECK(known, "--only: unknown tour step '{}'", name);
+      TESSERA_CHECK(std::find(names.begin(), names.end(), name) != names.end(),
+                    "--only: unknown tour step '{}' (steps: {})", name, fmt::join(names, ", "));
     }
     Table table({"system", "measured here", "paper", "seconds"});
     Report report("tour", {{"data", ctx.data_dir}, {"work_dir", ctx.work_dir}}, ctx.seed);

@@ -44,15 +44,18 @@ std::vector<TourRow> tour_inversion(const TourOptions& options) {
   const AttackData d = attack_data(tasks.target.test, b.attack.targets, b.attack.aux);
   const MiRow plain = run_mi_row(DefenseKind::none, b, tasks, d, {});
   const MiRow ressfl = run_mi_row(DefenseKind::ressfl, b, tasks, d, {});
+  const double label_only = label_only_reference(d).mse;
   const std::string data = b.run.data.source == DataSource::fashion_mnist
                                ? "FMNIST"
                                : data_source_name(b.run.data.source);
   return {{"splitfed MI",
-           fmt::format("MI MSE undefended {:.4f} vs ResSFL {:.4f} ({:.1f}x; no-information "
-                       "{:.4f}); acc {:.1f}% vs {:.1f}% ({} {} -> {}, {}, {} ep)",
-                       plain.mse, ressfl.mse, ressfl.mse / plain.mse, mean_image_reference(d).mse,
-                       100 * plain.accuracy, 100 * ressfl.accuracy, data,
-                       classes_name(b.source_classes), classes_name(b.target_classes),
+           fmt::format("MI MSE undefended {:.4f} vs ResSFL {:.4f} ({:.1f}x; {:.0f}% of the range "
+                       "to the label-only {:.4f}; no-information {:.4f}); acc {:.1f}% vs {:.1f}% "
+                       "({} {} -> {}, {}, {} ep)",
+                       plain.mse, ressfl.mse, ressfl.mse / plain.mse,
+                       100 * reachable_share(ressfl.mse, plain.mse, label_only), label_only,
+                       mean_image_reference(d).mse, 100 * plain.accuracy, 100 * ressfl.accuracy,
+                       data, classes_name(b.source_classes), classes_name(b.target_classes),
                        model_label(b.run.sfl.model), b.run.sfl.epochs),
            "CIFAR-100 VGG-11: MSE 0.005 -> 0.050 at ~1% acc drop"}};
 }

@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <sstream>
 
@@ -128,7 +129,8 @@ AttackData attack_data(const data::Dataset& test, int64_t n_targets, int64_t n_a
   TESSERA_CHECK(n_targets + n_aux <= test.size(),
                 "--targets {} + --aux {} exceed the task's {} test images", n_targets, n_aux,
                 test.size());
-  return {test.images.slice(0, 0, n_targets), test.images.slice(0, n_targets, n_targets + n_aux)};
+  return {test.images.slice(0, 0, n_targets), test.images.slice(0, n_targets, n_targets + n_aux),
+          test.labels.slice(0, 0, n_targets), test.labels.slice(0, n_targets, n_targets + n_aux)};
 }
 
 std::vector<InversionResult> run_mi_attacks(ClientSide& client, const AttackData& data,
@@ -164,11 +166,34 @@ InversionMetrics mean_image_reference(const AttackData& data) {
   return measure_inversion(data.aux.mean(0, true).expand_as(data.targets), data.targets);
 }
 
-std::string reference_line(const InversionMetrics& m) {
+InversionMetrics label_only_reference(const AttackData& data) {
+  TESSERA_CHECK(data.target_labels.defined() && data.aux_labels.defined() &&
+                    data.target_labels.size(0) == data.targets.size(0) &&
+                    data.aux_labels.size(0) == data.aux.size(0),
+                "label-only reference: the attack data has no labels for its images");
+  const torch::Tensor overall = data.aux.mean(0);
+  std::vector<torch::Tensor> guesses;
+  for (int64_t i = 0; i < data.targets.size(0); ++i) {
+    const torch::Tensor same = data.aux_labels.eq(data.target_labels[i]);
+    guesses.push_back(same.any().item<bool>() ? data.aux.index({same}).mean(0) : overall);
+  }
+  return measure_inversion(torch::stack(guesses), data.targets);
+}
+
+std::string reference_line(const InversionMetrics& mean_image, const InversionMetrics& label_only) {
   return fmt::format(
       "no-information reference (mean auxiliary image for every target): MSE {:.4f}, SSIM "
+      "{:.4f}, PSNR {:.2f} dB\n"
+      "label-only reference (class-mean auxiliary image for every target): MSE {:.4f}, SSIM "
       "{:.4f}, PSNR {:.2f} dB\n",
-      m.mse, m.ssim, m.psnr);
+      mean_image.mse, mean_image.ssim, mean_image.psnr, label_only.mse, label_only.ssim,
+      label_only.psnr);
+}
+
+double reachable_share(double mse, double undefended_mse, double label_only_mse) {
+  const double range = label_only_mse - undefended_mse;
+  if (!(range > 0)) return std::numeric_limits<double>::quiet_NaN();
+  return (mse - undefended_mse) / range;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,6 +237,7 @@ AttackMiResult attack_mi(const AttackMiOptions& options) {
   result.attacks = run_mi_attacks(client, d, options.attack, options.seed, transform);
   result.strongest = strongest(result.attacks);
   result.reference = mean_image_reference(d);
+  result.label_reference = label_only_reference(d);
   result.targets = d.targets;
   return result;
 }
@@ -231,7 +257,7 @@ std::string AttackMiResult::summary() const {
              "test accuracy {:.2f}%; strongest attack {}: MSE {:.4f}, SSIM {:.4f}, PSNR {:.2f} "
              "dB\n",
              100 * accuracy, best.attack, best.metrics.mse, best.metrics.ssim, best.metrics.psnr) +
-         reference_line(reference);
+         reference_line(reference, label_reference);
 }
 
 nlohmann::json AttackMiResult::to_json() const {
@@ -239,6 +265,7 @@ nlohmann::json AttackMiResult::to_json() const {
   j["attacks"] = nlohmann::json::array();
   for (const auto& r : attacks) j["attacks"].push_back(r.to_json());
   j["mean_image_reference"] = reference.to_json();
+  j["label_only_reference"] = label_reference.to_json();
   j["accuracy"] = accuracy;
   return j;
 }
@@ -508,6 +535,7 @@ MiBenchResult bench_mi(const MiBenchOptions& options) {
         run_mi_row(kind, options, tasks, d, track ? checkpoints : std::vector<int64_t>{}));
   }
   result.reference = mean_image_reference(d);
+  result.label_reference = label_only_reference(d);
   result.targets = d.targets;
   return result;
 }
@@ -524,14 +552,17 @@ const MiRow* plain_row(const std::vector<MiRow>& rows) {
 }  // namespace
 
 Table MiBenchResult::table() const {
-  Table table({"defense", "target acc %", "acc drop (pts)", "attack MSE", "SSIM", "PSNR dB",
-               "strongest attack", "client compute (x plain)"});
+  Table table({"defense", "target acc %", "acc drop (pts)", "attack MSE", "share of range %",
+               "SSIM", "PSNR dB", "strongest attack", "client compute (x plain)"});
   const MiRow* base = plain_row(rows);
   for (const auto& r : rows) {
+    const double share = base ? reachable_share(r.mse, base->mse, label_reference.mse)
+                              : std::numeric_limits<double>::quiet_NaN();
     table.add_row(
         {defense_name(r.defense), percent(r.accuracy),
          base ? fmt::format("{:.2f}", 100 * (base->accuracy - r.accuracy)) : "-", f4(r.mse),
-         f4(r.ssim), fmt::format("{:.2f}", r.psnr), r.strongest,
+         std::isnan(share) ? "-" : fmt::format("{:.1f}", 100 * share), f4(r.ssim),
+         fmt::format("{:.2f}", r.psnr), r.strongest,
          base ? fmt::format("{:.2f}", r.client_seconds_per_step / base->client_seconds_per_step)
               : "-"});
   }
@@ -552,7 +583,7 @@ Table MiBenchResult::checkpoint_table() const {
 }
 
 std::string MiBenchResult::to_string() const {
-  std::string out = table().to_string() + reference_line(reference) + "\n";
+  std::string out = table().to_string() + reference_line(reference, label_reference) + "\n";
   const Table ck = checkpoint_table();
   if (ck.n_rows() > 0) out += ck.to_string();
   return out;
@@ -576,6 +607,7 @@ nlohmann::json MiBenchResult::to_json() const {
     }
   }
   j["mean_image_reference"] = reference.to_json();
+  j["label_only_reference"] = label_reference.to_json();
   return j;
 }
 
@@ -605,6 +637,7 @@ std::string MiBenchResult::svg() const {
     hi = std::max(hi, 100 * r.accuracy);
   }
   plot.add_series({"no-information reference", {{lo, reference.mse}, {hi, reference.mse}}});
+  plot.add_series({"label-only reference", {{lo, label_reference.mse}, {hi, label_reference.mse}}});
   return plot.render();
 }
 
