@@ -11,6 +11,7 @@
 #include "sfl_test_util.h"
 #include "tessera/core/error.h"
 #include "tessera/core/image.h"
+#include "tessera/core/seed.h"
 #include "tessera/models/registry.h"
 #include "tessera/splitfed/inversion.h"
 #include "tessera/splitfed/resistance.h"
@@ -166,6 +167,38 @@ TEST_F(InversionTest, TrainingBasedAttackReconstructsAnUndefendedShallowCut) {
   const torch::Tensor few = targets.slice(0, 0, 8);
   const InversionResult m = attack_optimization(client, few, opt);
   EXPECT_LT(m.metrics.mse, 0.5 * (few - 0.5).pow(2).mean().item<double>());
+}
+
+TEST_F(InversionTest, DecoderPretrainingRaisesHeldOutSsimAndRunsBeforeTheFirstStep) {
+  const torch::Tensor images = torch::rand({160, 1, 8, 8});
+  auto [client, server] = make_split(tiny_vgg(), SplitOptions{1});
+  const torch::Tensor held_out = images.slice(0, 128);
+  const auto held_out_ssim = [&](Decoder& d) {
+    d->eval();
+    torch::NoGradGuard no_grad;
+    return image::ssim(d->forward(smashed_of(client, held_out)), held_out).item<double>();
+  };
+  seed_everything(5);
+  Decoder decoder(parse_decoder("conv_normN0C16"), client->smashed_shape(),
+                  std::vector<int64_t>{1, 8, 8});
+  const double before = held_out_ssim(decoder);
+  const double train_ssim = pretrain_decoder(decoder, client, images.slice(0, 0, 128), 5, 1e-2, 5);
+  const double after = held_out_ssim(decoder);
+  EXPECT_GT(after, before + 0.05) << "before " << before << ", train SSIM " << train_ssim;
+  // In a run: the strategy pre-trains once, before its first step, and reports it apart.
+  const data::Dataset train = data::make_synthetic(48, 1, 8, 3, 1);
+  SflOptions o = testing_util::tiny_options(train.size(), 1, Ordering::v2);
+  o.epochs = 1;
+  DefenseOptions d;
+  d.kind = DefenseKind::ressfl;
+  d.decoder = parse_decoder("conv_normN0C16");
+  d.decoder_pretrain_epochs = 2;
+  auto strategy = std::make_shared<DefenseStrategy>(d, 0, train.images);
+  run_in_process(o, train, nullptr, {}, {{0, strategy}});
+  EXPECT_GT(strategy->pretrain_seconds(), 0.0);
+  EXPECT_EQ(strategy->steps(), 6);
+  d.decoder_pretrain_epochs = -1;
+  EXPECT_THROW(d.validate(), Error);
 }
 
 TEST_F(InversionTest, AttackerAwareTrainingRunsTheSameOverBothTransports) {

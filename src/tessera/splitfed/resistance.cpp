@@ -67,6 +67,8 @@ void DefenseOptions::validate() const {
   TESSERA_CHECK(interval >= 1, "decoder interval {} must be >= 1", interval);
   TESSERA_CHECK(inner_steps >= 1, "decoder inner steps {} must be >= 1", inner_steps);
   TESSERA_CHECK(decoder_lr > 0.0, "decoder learning rate {} must be positive", decoder_lr);
+  TESSERA_CHECK(decoder_pretrain_epochs >= 0, "decoder pre-training epochs {} must be >= 0",
+                decoder_pretrain_epochs);
   TESSERA_CHECK(delta > 0.0 && delta < 1.0, "delta {} must be in (0, 1)", delta);
   const double s = effective_strength();
   TESSERA_CHECK(std::isfinite(s), "defense strength {} must be finite", s);
@@ -101,6 +103,7 @@ nlohmann::json DefenseOptions::to_json() const {
           {"hinge_every_batch", hinge_every_batch},
           {"inner_steps", inner_steps},
           {"decoder_lr", decoder_lr},
+          {"decoder_pretrain_epochs", decoder_pretrain_epochs},
           {"strength", effective_strength()},
           {"delta", delta},
           {"seed", seed}};
@@ -175,8 +178,36 @@ torch::Tensor distance_correlation(const torch::Tensor& x, const torch::Tensor& 
   return (dcov_xz / ((dvar_x * dvar_z).sqrt() + 1e-12)).sqrt();
 }
 
-DefenseStrategy::DefenseStrategy(DefenseOptions options, uint64_t stream)
-    : options_(std::move(options)) {
+double pretrain_decoder(Decoder& decoder, ClientSide& client, const torch::Tensor& images,
+                        int64_t epochs, double lr, uint64_t seed) {
+  TESSERA_CHECK(images.dim() == 4 && images.size(0) >= 2,
+                "decoder pre-training needs at least 2 images [N, C, H, W]");
+  constexpr int64_t kBatch = 64;
+  const torch::Tensor z = smashed_of(client, images);
+  const int64_t n = images.size(0);
+  train::TrainOptions t;
+  t.optimizer = "adam";
+  t.lr = lr;
+  t.weight_decay = 0.0;
+  t.schedule = "constant";
+  t.epochs = epochs;
+  t.progress_label = "decoder pre-training";
+  torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  decoder->train();
+  const auto stats = train::fit_epochs(*decoder, t, [&](int64_t, const train::StepFn& step) {
+    const torch::Tensor order = torch::randperm(n, gen, torch::kInt64);
+    for (int64_t i = 0; i + 1 < n; i += kBatch) {
+      // A last batch of one sample would break BN: it is skipped.
+      const torch::Tensor idx = order.slice(0, i, std::min(i + kBatch, n));
+      if (idx.size(0) < 2) continue;
+      step(-image::ssim(decoder->forward(z.index_select(0, idx)), images.index_select(0, idx)));
+    }
+  });
+  return stats.empty() ? 0.0 : -stats.back().train_loss;
+}
+
+DefenseStrategy::DefenseStrategy(DefenseOptions options, uint64_t stream, torch::Tensor own_images)
+    : options_(std::move(options)), own_images_(std::move(own_images)) {
   options_.validate();
   transform_ = smashed_transform(options_, stream);
 }
@@ -198,15 +229,20 @@ bool DefenseStrategy::step(StepContext& context, const torch::Tensor& x, const t
     decoder_optimizer_ = std::make_unique<torch::optim::Adam>(
         decoder_->parameters(), torch::optim::AdamOptions(options_.decoder_lr));
   }
+  double pretrain_s = 0.0;
+  if (aware && options_.decoder_pretrain_epochs > 0 && own_images_.defined()) {
+    Timer pretrain_timer;
+    pretrain_decoder(decoder_, model, own_images_, options_.decoder_pretrain_epochs,
+                     options_.decoder_lr, options_.seed + 103);
+    own_images_ = torch::Tensor();  // once, with the model the run starts from
+    pretrain_s = pretrain_timer.elapsed_s();
+  }
   const bool adversarial = aware && context.batch % options_.interval == 0;
-  // 1. Simulated attacker: max_phi SSIM(g(f_c(x)), x) with f_c frozen (3.2 step 1).
+  // 1. Simulated attacker: max_phi SSIM(g(f_c(x)), x) with f_c frozen (3.2 step 1), its features
+  // in eval mode as in the reference (no batch statistics, no running-statistics update).
   if (adversarial) {
     decoder_->train();
-    torch::Tensor z;
-    {
-      torch::NoGradGuard no_grad;
-      z = model->forward(x);
-    }
+    const torch::Tensor z = smashed_of(model, x);
     for (int64_t i = 0; i < options_.inner_steps; ++i) {
       decoder_optimizer_->zero_grad();
       const torch::Tensor loss = -image::ssim(decoder_->forward(z), x);
@@ -239,7 +275,8 @@ bool DefenseStrategy::step(StepContext& context, const torch::Tensor& x, const t
   loss.backward();
   context.optimizer.step();
   std::lock_guard<std::mutex> lock(mutex_);
-  compute_seconds_ += timer.elapsed_s() - exchange_s;
+  compute_seconds_ += timer.elapsed_s() - exchange_s - pretrain_s;
+  pretrain_seconds_ += pretrain_s;
   ++steps_;
   return true;
 }
@@ -247,6 +284,11 @@ bool DefenseStrategy::step(StepContext& context, const torch::Tensor& x, const t
 double DefenseStrategy::compute_seconds() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return compute_seconds_;
+}
+
+double DefenseStrategy::pretrain_seconds() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pretrain_seconds_;
 }
 
 int64_t DefenseStrategy::steps() const {
@@ -313,7 +355,12 @@ DefendedRun run_defended(const SflOptions& options, const DefenseOptions& defens
   std::map<int64_t, std::shared_ptr<ClientStrategy>> strategies;
   std::vector<std::shared_ptr<DefenseStrategy>> mine;
   for (int64_t i = 0; i < options.n_clients; ++i) {
-    mine.push_back(std::make_shared<DefenseStrategy>(defense, static_cast<uint64_t>(i)));
+    torch::Tensor own;
+    if (defense.decoder_pretrain_epochs > 0) {
+      const auto shard = client_shard(options, train.labels, i);
+      own = train.images.index_select(0, torch::tensor(shard, torch::kLong));
+    }
+    mine.push_back(std::make_shared<DefenseStrategy>(defense, static_cast<uint64_t>(i), own));
     strategies[i] = mine.back();
   }
   result.run = run_in_process(options, train, &test, settings, strategies);

@@ -56,6 +56,11 @@ struct DefenseOptions {
   bool hinge_every_batch = false;
   int64_t inner_steps = 1;   ///< decoder steps each time (gan_adv_step{n})
   double decoder_lr = 1e-3;  ///< Adam
+  /// Epochs of decoder pre-training before the client's first step: the decoder learns to
+  /// maximise SSIM(g(f_c(x)), x) on the client's own images with f_c as the run starts (the
+  /// expert's for the transfer). The reference trains 30 epochs before the expert and before
+  /// the transfer; 0 = off (RECONSTRUCTED default until measured here).
+  int64_t decoder_pretrain_epochs = 0;
   /// Baselines' strength; <= 0 picks the default: laplace epsilon 10 (scale 1/eps), gaussian
   /// epsilon 10 (sigma = sqrt(2 ln(1.25/delta)) / eps), dropout p 0.2, topk ratio 0.6,
   /// nopeek alpha 1.0 (research/sfl.md 3.5, middle of the swept values).
@@ -87,21 +92,32 @@ SmashedTransform smashed_transform(const DefenseOptions& options, uint64_t strea
 /// lambda * max(0, SSIM(reconstruction, x) - tau) (research/sfl.md 3.2 step 2).
 torch::Tensor ssim_hinge(const torch::Tensor& reconstruction, const torch::Tensor& x, double lambda,
                          double tau);
+/// Trains `decoder` for `epochs` epochs to maximise SSIM(decoder(f_c(x)), x) over `images` (f_c
+/// frozen, in eval mode; batches of 64 in a seeded order; Adam at `lr`, through
+/// train::fit_epochs). Returns the last epoch's mean SSIM.
+double pretrain_decoder(Decoder& decoder, ClientSide& client, const torch::Tensor& images,
+                        int64_t epochs, double lr, uint64_t seed);
+
 /// Sample distance correlation between x: [B, ...] and z: [B, ...] (NoPeek; Szekely et al.),
 /// in [0, 1]. Differentiable.
 torch::Tensor distance_correlation(const torch::Tensor& x, const torch::Tensor& z);
 
 /// One client's defended SFL step. Attacker-aware training (3.2): every `interval` batches the
-/// client trains its decoder g_phi to maximise SSIM(g(f_c(x)), x) with f_c frozen, then takes
+/// client trains its decoder g_phi to maximise SSIM(g(f_c(x)), x) with f_c frozen (features in
+/// eval mode, as in the reference), then takes
 /// the model step on CE + lambda * max(0, SSIM - tau) with g fixed (the other batches are plain
 /// CE steps unless hinge_every_batch). The decoder is built at the
-/// first step from the data's shapes and kept across epochs (not averaged). Also measures the
-/// client's own compute time per step (the exchange with the server excluded).
+/// first step from the data's shapes and kept across epochs (not averaged); with
+/// decoder_pretrain_epochs > 0 it is first pre-trained on `own_images` (the client's shard).
+/// Also measures the client's own compute time per step (the exchange with the server
+/// excluded; the pre-training is reported apart, in pretrain_seconds()).
 class DefenseStrategy : public ClientStrategy {
  public:
-  explicit DefenseStrategy(DefenseOptions options, uint64_t stream = 0);
+  explicit DefenseStrategy(DefenseOptions options, uint64_t stream = 0,
+                           torch::Tensor own_images = {});
   bool step(StepContext& context, const torch::Tensor& x, const torch::Tensor& y) override;
   double compute_seconds() const;
+  double pretrain_seconds() const;
   int64_t steps() const;
   /// Mean SSIM of the simulated decoder on the last model step (-1 before any).
   double last_ssim() const;
@@ -109,10 +125,12 @@ class DefenseStrategy : public ClientStrategy {
  private:
   DefenseOptions options_;
   SmashedTransform transform_;
+  torch::Tensor own_images_;
   Decoder decoder_{nullptr};
   std::unique_ptr<torch::optim::Adam> decoder_optimizer_;
   mutable std::mutex mutex_;
   double compute_seconds_ = 0.0;
+  double pretrain_seconds_ = 0.0;
   int64_t steps_ = 0;
   double last_ssim_ = -1.0;
 };
