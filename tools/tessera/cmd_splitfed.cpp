@@ -132,6 +132,7 @@ void add_defense_flags(CLI::App* cmd, DefenseOptions& d) {
   opt(cmd, "--interval", d.interval, "decoder step every N batches");
   cmd->add_flag("--hinge-every-batch", d.hinge_every_batch, "SSIM hinge on every batch");
   opt(cmd, "--inner-steps", d.inner_steps, "decoder steps each time");
+  opt(cmd, "--decoder-pretrain-epochs", d.decoder_pretrain_epochs, "before the first step");
   opt(cmd, "--strength", d.strength, "baseline strength (<= 0: the default, see the docs)");
 }
 
@@ -337,8 +338,7 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   add_mi_attack_flags(cmd, b.attack);
   choice(cmd, "--dataset", b.tasks, parse_mi_task_pair, mi_task_pair_name, "fmnist or cifar");
   choice(cmd, "--source-classes", b.source_classes, parse_classes, classes_name, "expert classes");
-  choice(cmd, "--target-classes", b.target_classes, parse_classes, classes_name,
-         "the target task's (disjoint)");
+  choice(cmd, "--target-classes", b.target_classes, parse_classes, classes_name, "disjoint");
   cmd->add_option("--cifar10-dir", b.cifar10_dir, "CIFAR-10 binary files (--dataset cifar)");
   cmd->add_option("--cifar100-dir", b.cifar100_dir, "CIFAR-100 binary files (--dataset cifar)");
   opt(cmd, "--expert-epochs", b.expert_epochs, "ResSFL expert pre-training epochs");
@@ -346,8 +346,8 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   opt(cmd, "--lambda", b.lambda, "hinge weight");
   opt(cmd, "--tau", b.tau, "SSIM threshold");
   choice(cmd, "--expert-decoder", b.expert_decoder, parse_decoder, decoder_name, "expert attacker");
-  choice(cmd, "--transfer-decoder", b.transfer_decoder, parse_decoder, decoder_name,
-         "light decoder");
+  choice(cmd, "--transfer-decoder", b.transfer_decoder, parse_decoder, decoder_name, "light");
+  opt(cmd, "--decoder-pretrain-epochs", b.decoder_pretrain_epochs, "attacker-aware rows");
   cmd->add_flag("--hinge-every-batch", b.hinge_every_batch, "SSIM hinge on every batch");
   opt(cmd, "--transfer-interval", b.transfer_interval, "its update interval, batches");
   opt(cmd, "--transfer-client-lr", b.transfer_client_lr, "client LR of the transfer");

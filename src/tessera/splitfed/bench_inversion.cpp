@@ -410,6 +410,7 @@ nlohmann::json MiBenchOptions::to_json() const {
           {"transfer_decoder", decoder_name(transfer_decoder)},
           {"transfer_interval", transfer_interval},
           {"hinge_every_batch", hinge_every_batch},
+          {"decoder_pretrain_epochs", decoder_pretrain_epochs},
           {"transfer_client_lr", transfer_client_lr},
           {"defenses", names},
           {"checkpoints", checkpoints},
@@ -441,6 +442,7 @@ DefendedRun train_mi_row(DefenseKind kind, const MiBenchOptions& b, const MiTask
   defense.lambda = b.lambda;
   defense.tau = b.tau;
   defense.hinge_every_batch = b.hinge_every_batch;
+  defense.decoder_pretrain_epochs = b.decoder_pretrain_epochs;
   defense.seed = run.sfl.seed;
   const bool bottlenecked = kind == DefenseKind::bottleneck ||
                             kind == DefenseKind::attacker_aware || kind == DefenseKind::ressfl;

@@ -175,7 +175,8 @@ struct MiBenchOptions {
   DecoderSpec transfer_decoder = {DecoderKind::conv, 0, 16};  ///< the transfer's light decoder
   int64_t transfer_interval = 5;                              ///< its update interval, batches
   bool hinge_every_batch = false;                             ///< SSIM hinge on every batch
-  double transfer_client_lr = 0.005;                   ///< client learning rate of the transfer
+  int64_t decoder_pretrain_epochs = 0;  ///< DefenseOptions::decoder_pretrain_epochs of every row
+  double transfer_client_lr = 0.005;    ///< client learning rate of the transfer
   std::vector<DefenseKind> defenses = all_defenses();  ///< the rows, in order
   /// Epochs at which attacker_aware and ressfl are attacked (0 = the start; later ones than the
   /// run's epochs are skipped).

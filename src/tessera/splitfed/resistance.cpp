@@ -209,6 +209,11 @@ double pretrain_decoder(Decoder& decoder, ClientSide& client, const torch::Tenso
 DefenseStrategy::DefenseStrategy(DefenseOptions options, uint64_t stream, torch::Tensor own_images)
     : options_(std::move(options)), own_images_(std::move(own_images)) {
   options_.validate();
+  TESSERA_CHECK(
+      options_.decoder_pretrain_epochs == 0 || !options_.attacker_aware() || own_images_.defined(),
+      "decoder pre-training ({} epochs) needs the client's own images, which this "
+      "client does not hold before its first step (in-process runs only)",
+      options_.decoder_pretrain_epochs);
   transform_ = smashed_transform(options_, stream);
 }
 
