@@ -170,24 +170,25 @@ void sp_vocab(std::vector<std::string>& pieces, std::vector<float>& scores,
   for (size_t i = 259; i < pieces.size(); ++i) scores[i] = static_cast<float>(pieces[i].size());
 }
 
+std::string gguf_name(const std::string& n) {
+  if (n == "tok_embeddings") return "token_embd.weight";
+  if (n == "norm") return "output_norm.weight";
+  if (n == "output") return "output.weight";
+  const size_t dot = n.find('.', 7);
+  const std::map<std::string, std::string> m = {
+      {"attn_norm", "attn_norm"}, {"wq", "attn_q"},      {"wk", "attn_k"},
+      {"wv", "attn_v"},           {"wo", "attn_output"}, {"ffn_norm", "ffn_norm"},
+      {"w_gate", "ffn_gate"},     {"w_up", "ffn_up"},    {"w_down", "ffn_down"}};
+  return "blk." + n.substr(7, dot - 7) + "." + m.at(n.substr(dot + 1)) + ".weight";
+}
+
 std::string gguf_llama_bytes(Llama& model, bool q8) {
   const auto& c = model->config();
-  auto name_of = [](const std::string& n) {
-    if (n == "tok_embeddings") return std::string("token_embd.weight");
-    if (n == "norm") return std::string("output_norm.weight");
-    if (n == "output") return std::string("output.weight");
-    const size_t dot = n.find('.', 7);
-    const std::map<std::string, std::string> m = {
-        {"attn_norm", "attn_norm"}, {"wq", "attn_q"},      {"wk", "attn_k"},
-        {"wv", "attn_v"},           {"wo", "attn_output"}, {"ffn_norm", "ffn_norm"},
-        {"w_gate", "ffn_gate"},     {"w_up", "ffn_up"},    {"w_down", "ffn_down"}};
-    return "blk." + n.substr(7, dot - 7) + "." + m.at(n.substr(dot + 1)) + ".weight";
-  };
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& [n, t] : model->named_weights()) {
     const bool qk =
         n.size() > 3 && (n.substr(n.size() - 3) == ".wq" || n.substr(n.size() - 3) == ".wk");
-    tensors.emplace_back(name_of(n),
+    tensors.emplace_back(gguf_name(n),
                          qk ? permute_rows(t.detach(), c.resolved_head_dim()) : t.detach());
   }
   std::vector<std::string> tokens;

@@ -31,6 +31,8 @@ std::string tokenizer_bin(const std::vector<std::string>& pieces, const std::vec
 /// is " " (tokenizer.bin) or U+2581 (GGUF).
 void sp_vocab(std::vector<std::string>& pieces, std::vector<float>& scores,
               const std::string& space);
+/// The GGUF tensor name of a Tessera Llama weight (blk.N.attn_q.weight, ...).
+std::string gguf_name(const std::string& tessera_name);
 /// A GGUF (arch llama, Q and K permuted) of `model` (NeoX rows) with an sp_vocab() tokenizer.
 std::string gguf_llama_bytes(Llama& model, bool q8);
 

@@ -19,6 +19,7 @@ namespace {
 
 class LlmLoaderTest : public testing::SeededTest {};
 
+using writers::gguf_name;
 using writers::hf_config;
 using writers::hf_name;
 using writers::llama2c_bytes;
@@ -158,21 +159,10 @@ TEST_F(LlmLoaderTest, GgufLlamaWithPermutedQkMatchesTheHfModel) {
   auto expected = logits_of(model);
   const int64_t hd = c.resolved_head_dim();
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  auto name_of = [](const std::string& n) {
-    if (n == "tok_embeddings") return std::string("token_embd.weight");
-    if (n == "norm") return std::string("output_norm.weight");
-    if (n == "output") return std::string("output.weight");
-    const size_t dot = n.find('.', 7);
-    const std::map<std::string, std::string> m = {
-        {"attn_norm", "attn_norm"}, {"wq", "attn_q"},      {"wk", "attn_k"},
-        {"wv", "attn_v"},           {"wo", "attn_output"}, {"ffn_norm", "ffn_norm"},
-        {"w_gate", "ffn_gate"},     {"w_up", "ffn_up"},    {"w_down", "ffn_down"}};
-    return "blk." + n.substr(7, dot - 7) + "." + m.at(n.substr(dot + 1)) + ".weight";
-  };
   for (const auto& [n, t] : model->named_weights()) {
     const bool qk =
         n.size() > 3 && (n.substr(n.size() - 3) == ".wq" || n.substr(n.size() - 3) == ".wk");
-    tensors.emplace_back(name_of(n), qk ? permute_rows(t.detach(), hd) : t.detach());
+    tensors.emplace_back(gguf_name(n), qk ? permute_rows(t.detach(), hd) : t.detach());
   }
   std::vector<std::string> tokens;
   std::vector<float> scores;
@@ -206,7 +196,7 @@ TEST_F(LlmLoaderTest, GgufLlamaWithPermutedQkMatchesTheHfModel) {
     for (auto& [n, t] : plain) {
       if (n.find("attn_q.") != std::string::npos || n.find("attn_k.") != std::string::npos) {
         for (const auto& [mn, mt] : model->named_weights()) {
-          if (name_of(mn) == n) t = mt.detach();
+          if (gguf_name(mn) == n) t = mt.detach();
         }
       }
     }
