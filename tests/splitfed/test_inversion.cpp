@@ -4,6 +4,7 @@
 // every bad-input path.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <future>
 #include <thread>
@@ -167,6 +168,30 @@ TEST_F(InversionTest, TrainingBasedAttackReconstructsAnUndefendedShallowCut) {
   const torch::Tensor few = targets.slice(0, 0, 8);
   const InversionResult m = attack_optimization(client, few, opt);
   EXPECT_LT(m.metrics.mse, 0.5 * (few - 0.5).pow(2).mean().item<double>());
+}
+
+TEST_F(InversionTest, PatienceStopsADecoderOnceItsValidationErrorStopsFalling) {
+  const torch::Tensor images = torch::rand({160, 1, 8, 8});
+  auto [client, server] = make_split(tiny_vgg(), SplitOptions{1});
+  InversionOptions o;
+  o.decoder = parse_decoder("conv_normN0C16");
+  o.epochs = 60;
+  o.batch_size = 16;
+  o.lr = 1e-2;
+  o.seed = 3;
+  const torch::Tensor targets = images.slice(0, 0, 32), aux = images.slice(0, 32);
+  const InversionResult full = attack_training(client, aux, targets, o);
+  ASSERT_EQ(full.val_curve.size(), 60u);  // one validation MSE per epoch
+  o.patience = 1;
+  const InversionResult early = attack_training(client, aux, targets, o);
+  ASSERT_LT(early.val_curve.size(), 60u);
+  // It stopped one epoch after its best, and its curve is the full run's up to there.
+  const auto best = std::min_element(early.val_curve.begin(), early.val_curve.end());
+  EXPECT_EQ(static_cast<size_t>(best - early.val_curve.begin()) + 2, early.val_curve.size());
+  for (size_t i = 0; i < early.val_curve.size(); ++i)
+    EXPECT_NEAR(early.val_curve[i], full.val_curve[i], 1e-6 * full.val_curve[i]) << "epoch " << i;
+  o.patience = -1;
+  EXPECT_THROW(o.validate(), Error);
 }
 
 TEST_F(InversionTest, DecoderPretrainingRaisesHeldOutSsimAndRunsBeforeTheFirstStep) {

@@ -139,6 +139,7 @@ void add_defense_flags(CLI::App* cmd, DefenseOptions& d) {
 void add_mi_attack_flags(CLI::App* cmd, MiAttackOptions& a) {
   choices(cmd, "--decoders", a.decoders, parse_decoder, decoder_name, "training-based MI decoders");
   opt(cmd, "--attack-epochs", a.epochs, "decoder training epochs (paper: 50)");
+  opt(cmd, "--attack-patience", a.patience, "> 0: stop a decoder flat this many epochs");
   opt(cmd, "--targets", a.targets, "fixed held-out target images (paper: 128)");
   opt(cmd, "--aux", a.aux, "attacker's auxiliary images (test split, after the targets)");
   opt(cmd, "--optimization-steps", a.optimization_steps, "optimisation-based MI steps (0 = off)");
@@ -146,8 +147,7 @@ void add_mi_attack_flags(CLI::App* cmd, MiAttackOptions& a) {
 }
 
 void add_task_flags(CLI::App* cmd, DataOptions& d, std::vector<int64_t>& classes) {
-  choice(cmd, "--dataset", d.source, parse_data_source, data_source_name,
-         "fmnist, cifar10 or cifar100");
+  choice(cmd, "--dataset", d.source, parse_data_source, data_source_name, "fmnist/cifar10/100");
   choice(cmd, "--classes", classes, parse_classes, classes_name, "all, 0-4 or 5,6,7");
   cmd->add_option("--cifar-dir", d.cifar_dir, "CIFAR binary files");
 }

@@ -106,6 +106,7 @@ SflOptions task_options(const SflRunOptions& run, const Task& task) {
 void MiAttackOptions::validate() const {
   for (const auto& d : decoders) d.validate();
   TESSERA_CHECK(epochs >= 1, "--attack-epochs {} must be >= 1", epochs);
+  TESSERA_CHECK(patience >= 0, "--attack-patience {} must be >= 0", patience);
   TESSERA_CHECK(targets >= 1 && aux >= 4, "--targets {} must be >= 1 and --aux {} >= 4", targets,
                 aux);
   TESSERA_CHECK(optimization_steps >= 0, "--optimization-steps {} must be >= 0",
@@ -117,6 +118,7 @@ void MiAttackOptions::validate() const {
 nlohmann::json MiAttackOptions::to_json() const {
   return {{"decoders", decoder_names(decoders)},
           {"attack_epochs", epochs},
+          {"attack_patience", patience},
           {"targets", targets},
           {"aux", aux},
           {"optimization_steps", optimization_steps},
@@ -141,6 +143,7 @@ std::vector<InversionResult> run_mi_attacks(ClientSide& client, const AttackData
     InversionOptions o;
     o.decoder = decoder;
     o.epochs = options.epochs;
+    o.patience = options.patience;
     o.seed = seed;
     results.push_back(attack_training(client, data.aux, data.targets, o, transform));
   }

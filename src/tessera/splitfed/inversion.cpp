@@ -141,6 +141,7 @@ void InversionOptions::validate() const {
   TESSERA_CHECK(lr > 0.0, "inversion learning rate {} must be positive", lr);
   TESSERA_CHECK(val_fraction >= 0.0 && val_fraction < 1.0,
                 "inversion validation fraction {} must be in [0, 1)", val_fraction);
+  TESSERA_CHECK(patience >= 0, "inversion patience {} must be >= 0", patience);
 }
 
 void OptimizationInversionOptions::validate() const {
@@ -154,7 +155,10 @@ nlohmann::json InversionMetrics::to_json() const {
 }
 
 nlohmann::json InversionResult::to_json() const {
-  return {{"attack", attack}, {"metrics", metrics.to_json()}, {"seconds", seconds}};
+  return {{"attack", attack},
+          {"metrics", metrics.to_json()},
+          {"seconds", seconds},
+          {"val_curve", val_curve}};
 }
 
 torch::Tensor smashed_of(ClientSide& client, const torch::Tensor& images,
@@ -197,7 +201,7 @@ torch::Tensor decode_all(Decoder& decoder, const torch::Tensor& z) {
 }  // namespace
 
 Decoder train_decoder(ClientSide& client, const torch::Tensor& aux_images,
-                      const InversionOptions& options) {
+                      const InversionOptions& options, std::vector<double>* val_curve) {
   options.validate();
   TESSERA_CHECK(aux_images.dim() == 4 && aux_images.size(0) >= 4,
                 "the attacker's auxiliary data needs at least 4 images [N, C, H, W]");
@@ -217,6 +221,7 @@ Decoder train_decoder(ClientSide& client, const torch::Tensor& aux_images,
   t.epochs = options.epochs;
   t.progress_label = "decoder";
   double best_val = std::numeric_limits<double>::infinity();
+  int64_t since_best = 0;  // epochs since the best validation MSE
   State best;
   torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed + 5);
   train::fit_epochs(
@@ -232,16 +237,19 @@ Decoder train_decoder(ClientSide& client, const torch::Tensor& aux_images,
         }
       },
       [&](const train::EpochStats&) {
-        if (n_val > 0) {
-          const double val =
-              image::mse(decode_all(decoder, z.slice(0, n_train)), aux_images.slice(0, n_train))
-                  .item<double>();
-          if (val < best_val) {
-            best_val = val;
-            best = get_state(*decoder);
-          }
+        if (n_val == 0) return true;
+        const double val =
+            image::mse(decode_all(decoder, z.slice(0, n_train)), aux_images.slice(0, n_train))
+                .item<double>();
+        if (val_curve != nullptr) val_curve->push_back(val);
+        if (val < best_val) {
+          best_val = val;
+          best = get_state(*decoder);
+          since_best = 0;
+        } else {
+          ++since_best;
         }
-        return true;
+        return options.patience == 0 || since_best < options.patience;
       });
   if (!best.empty()) load_state(*decoder, best);
   decoder->eval();
@@ -252,8 +260,8 @@ InversionResult attack_training(ClientSide& client, const torch::Tensor& aux_ima
                                 const torch::Tensor& targets, const InversionOptions& options,
                                 const SmashedTransform& transform) {
   Timer timer;
-  Decoder decoder = train_decoder(client, aux_images, options);
   InversionResult result;
+  Decoder decoder = train_decoder(client, aux_images, options, &result.val_curve);
   result.attack = decoder_name(options.decoder);
   result.reconstructions = decode_all(decoder, smashed_of(client, targets, transform));
   result.metrics = measure_inversion(result.reconstructions, targets);

@@ -81,6 +81,9 @@ struct InversionOptions {
   int64_t batch_size = 32;    ///< paper 32
   double lr = 1e-3;           ///< Adam, paper 1e-3
   double val_fraction = 0.1;  ///< held out of the auxiliary data; best epoch kept
+  /// > 0: stop when the validation MSE has not improved for this many epochs (an attacker
+  /// trained until more training no longer helps; `epochs` is then the cap). 0 = all epochs.
+  int64_t patience = 0;
   uint64_t seed = 0;
   void validate() const;
 };
@@ -97,6 +100,8 @@ struct InversionResult {
   InversionMetrics metrics;
   torch::Tensor reconstructions;  ///< [N, C, S, S] in [0, 1]
   double seconds = 0.0;
+  /// Training-based attacks: the decoder's validation MSE after each epoch (its training curve).
+  std::vector<double> val_curve;
   nlohmann::json to_json() const;  ///< no tensors
 };
 
@@ -108,9 +113,10 @@ InversionMetrics measure_inversion(const torch::Tensor& reconstructions,
                                    const torch::Tensor& originals);
 
 /// Trains a decoder on (f_c(aux), aux) with MSE (research/sfl.md 3.1): the attacker's decoder
-/// is trained on clean smashed data; the best validation epoch is kept.
+/// is trained on clean smashed data; the best validation epoch is kept. `val_curve`, when given,
+/// receives the validation MSE after each epoch.
 Decoder train_decoder(ClientSide& client, const torch::Tensor& aux_images,
-                      const InversionOptions& options);
+                      const InversionOptions& options, std::vector<double>* val_curve = nullptr);
 /// Training-based MI: train_decoder on `aux_images`, then reconstruct `targets` from what the
 /// server sees, transform(f_c(targets)).
 InversionResult attack_training(ClientSide& client, const torch::Tensor& aux_images,
