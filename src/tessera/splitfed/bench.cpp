@@ -108,7 +108,8 @@ TourOptions tour_options(const TourContext& context) {
   b.lambda = 1.0;
   b.tau = 0.0;
   b.attack.decoders = {{DecoderKind::residual, 2, 32}};
-  b.attack.epochs = 10;
+  b.attack.epochs = 10;  // a reduced attacker: fixed epochs, no patience (the bench's default)
+  b.attack.patience = 0;
   b.attack.aux = 1000;
   return t;
 }

@@ -515,6 +515,7 @@ MiRow run_mi_row(DefenseKind kind, const MiBenchOptions& b, const MiTasks& tasks
     InversionOptions io;
     io.decoder = b.checkpoint_decoder;
     io.epochs = b.attack.epochs;
+    io.patience = b.attack.patience;
     io.seed = o.seed;
     const auto m = attack_training(c, d.aux, d.targets, io, transform);
     row.checkpoints.emplace_back(epoch, m.metrics);

@@ -42,10 +42,13 @@ SflOptions task_options(const SflRunOptions& run, const Task& task);
 /// The curious server's attack suite (research/sfl.md 3.1).
 struct MiAttackOptions {
   std::vector<DecoderSpec> decoders = decoder_suite();  ///< training-based MI decoders
-  int64_t epochs = 10;                                  ///< decoder training epochs (paper: 50)
-  int64_t patience = 0;   ///< InversionOptions::patience (> 0: epochs is a cap, train until flat)
-  int64_t targets = 128;  ///< fixed held-out target images (paper: 128)
-  int64_t aux = 2000;     ///< auxiliary images (test split, after the targets)
+  /// Decoder training epochs (paper: 50), a cap when patience > 0: a decoder stops once its
+  /// validation MSE has not improved for `patience` epochs (InversionOptions::patience). Ten
+  /// fixed epochs left the decoder far from trained (docs/systems/splitfed.md).
+  int64_t epochs = 50;
+  int64_t patience = 5;
+  int64_t targets = 128;           ///< fixed held-out target images (paper: 128)
+  int64_t aux = 2000;              ///< auxiliary images (test split, after the targets)
   int64_t optimization_steps = 0;  ///< optimisation-based MI steps per image (0 = off)
   double optimization_lr = 0.05;   ///< its Adam step (paper 0.8 on normalised inputs)
 
