@@ -221,18 +221,6 @@ void llama2c_seeds() {
   put("llama2c_tokenizer", "tokenizer.bin", bin);
 }
 
-std::string gguf_name(const std::string& n) {
-  if (n == "tok_embeddings") return "token_embd.weight";
-  if (n == "norm") return "output_norm.weight";
-  if (n == "output") return "output.weight";
-  const size_t dot = n.find('.', 7);
-  const std::map<std::string, std::string> m = {
-      {"attn_norm", "attn_norm"}, {"wq", "attn_q"},      {"wk", "attn_k"},
-      {"wv", "attn_v"},           {"wo", "attn_output"}, {"ffn_norm", "ffn_norm"},
-      {"w_gate", "ffn_gate"},     {"w_up", "ffn_up"},    {"w_down", "ffn_down"}};
-  return "blk." + n.substr(7, dot - 7) + "." + m.at(n.substr(dot + 1)) + ".weight";
-}
-
 // GPT-2's byte alphabet: printable bytes stand for themselves, the others from U+0100 on.
 std::vector<std::string> byte_alphabet() {
   std::vector<std::string> out;
@@ -257,7 +245,8 @@ void gguf_and_tokenizer_json_seeds() {
   c.vocab_size = 8;
   const llm::Llama m(c);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& [n, t] : m->named_weights()) tensors.emplace_back(gguf_name(n), t.detach());
+  for (const auto& [n, t] : m->named_weights())
+    tensors.emplace_back(llm::gguf_tensor_name(n), t.detach());
   const std::vector<std::pair<std::string, uint32_t>> u32 = {
       {"llama.embedding_length", 4},        {"llama.block_count", 1},
       {"llama.feed_forward_length", 8},     {"llama.attention.head_count", 2},

@@ -31,7 +31,9 @@ std::string tokenizer_bin(const std::vector<std::string>& pieces, const std::vec
 /// is " " (tokenizer.bin) or U+2581 (GGUF).
 void sp_vocab(std::vector<std::string>& pieces, std::vector<float>& scores,
               const std::string& space);
-/// The GGUF tensor name of a Tessera Llama weight (blk.N.attn_q.weight, ...).
+/// The GGUF tensor name of a Tessera Llama weight (blk.N.attn_q.weight, ...). The writers keep
+/// their own name tables (hf_name too), written from the formats' documentation, so that a wrong
+/// entry in the loaders' tables (llm::gguf_tensor_name, hf_tensor_name) fails the tests.
 std::string gguf_name(const std::string& tessera_name);
 /// A GGUF (arch llama, Q and K permuted) of `model` (NeoX rows) with an sp_vocab() tokenizer.
 std::string gguf_llama_bytes(Llama& model, bool q8);

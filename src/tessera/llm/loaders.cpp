@@ -391,6 +391,59 @@ VocabTokenizer VocabTokenizer::from_json(const nlohmann::json& j) {
 
 // ---- Hugging Face -------------------------------------------------------------------------
 
+std::string hf_tensor_name(const std::string& name) {
+  auto [layer, suffix] = split_name(name);
+  if (layer < 0) {
+    if (name == "tok_embeddings") return std::string("model.embed_tokens.weight");
+    if (name == "norm") return std::string("model.norm.weight");
+    return std::string("lm_head.weight");
+  }
+  static const std::map<std::string, std::string> m = {
+      {"attn_norm", "input_layernorm.weight"},
+      {"wq", "self_attn.q_proj.weight"},
+      {"wk", "self_attn.k_proj.weight"},
+      {"wv", "self_attn.v_proj.weight"},
+      {"wo", "self_attn.o_proj.weight"},
+      {"bq", "self_attn.q_proj.bias"},
+      {"bk", "self_attn.k_proj.bias"},
+      {"bv", "self_attn.v_proj.bias"},
+      {"q_norm", "self_attn.q_norm.weight"},
+      {"k_norm", "self_attn.k_norm.weight"},
+      {"ffn_norm", "post_attention_layernorm.weight"},
+      {"w_gate", "mlp.gate_proj.weight"},
+      {"w_up", "mlp.up_proj.weight"},
+      {"w_down", "mlp.down_proj.weight"}};
+  const auto it = m.find(suffix);
+  TESSERA_CHECK(it != m.end(), "no Hugging Face name for Llama weight '{}'", name);
+  return "model.layers." + std::to_string(layer) + "." + it->second;
+}
+
+std::string gguf_tensor_name(const std::string& name) {
+  auto [layer, suffix] = split_name(name);
+  if (layer < 0) {
+    if (name == "tok_embeddings") return std::string("token_embd.weight");
+    if (name == "norm") return std::string("output_norm.weight");
+    return std::string("output.weight");
+  }
+  static const std::map<std::string, std::string> m = {{"attn_norm", "attn_norm.weight"},
+                                                       {"wq", "attn_q.weight"},
+                                                       {"wk", "attn_k.weight"},
+                                                       {"wv", "attn_v.weight"},
+                                                       {"wo", "attn_output.weight"},
+                                                       {"bq", "attn_q.bias"},
+                                                       {"bk", "attn_k.bias"},
+                                                       {"bv", "attn_v.bias"},
+                                                       {"q_norm", "attn_q_norm.weight"},
+                                                       {"k_norm", "attn_k_norm.weight"},
+                                                       {"ffn_norm", "ffn_norm.weight"},
+                                                       {"w_gate", "ffn_gate.weight"},
+                                                       {"w_up", "ffn_up.weight"},
+                                                       {"w_down", "ffn_down.weight"}};
+  const auto it = m.find(suffix);
+  TESSERA_CHECK(it != m.end(), "no GGUF name for Llama weight '{}'", name);
+  return "blk." + std::to_string(layer) + "." + it->second;
+}
+
 Llama load_hf_dir(const std::string& dir, int64_t max_context,
                   std::map<std::string, int64_t>* dtypes) {
   namespace fsys = std::filesystem;
@@ -456,34 +509,10 @@ Llama load_hf_dir(const std::string& dir, int64_t max_context,
     for (const auto& entry : shard.tensors) source_bytes += entry.second.nbytes();
   }
   Llama model = build_llama(c, source_bytes, dir);
-  auto hf_name = [](const std::string& name) {
-    auto [layer, suffix] = split_name(name);
-    if (layer < 0) {
-      if (name == "tok_embeddings") return std::string("model.embed_tokens.weight");
-      if (name == "norm") return std::string("model.norm.weight");
-      return std::string("lm_head.weight");
-    }
-    static const std::map<std::string, std::string> m = {
-        {"attn_norm", "input_layernorm.weight"},
-        {"wq", "self_attn.q_proj.weight"},
-        {"wk", "self_attn.k_proj.weight"},
-        {"wv", "self_attn.v_proj.weight"},
-        {"wo", "self_attn.o_proj.weight"},
-        {"bq", "self_attn.q_proj.bias"},
-        {"bk", "self_attn.k_proj.bias"},
-        {"bv", "self_attn.v_proj.bias"},
-        {"q_norm", "self_attn.q_norm.weight"},
-        {"k_norm", "self_attn.k_norm.weight"},
-        {"ffn_norm", "post_attention_layernorm.weight"},
-        {"w_gate", "mlp.gate_proj.weight"},
-        {"w_up", "mlp.up_proj.weight"},
-        {"w_down", "mlp.down_proj.weight"}};
-    return "model.layers." + std::to_string(layer) + "." + m.at(suffix);
-  };
   fill_weights(
       model,
       [&](const std::string& name) {
-        const std::string h = hf_name(name);
+        const std::string h = hf_tensor_name(name);
         auto it = where.find(h);
         if (it == where.end()) return torch::Tensor();
         const auto& shard = shards.at(it->second);
@@ -973,33 +1002,10 @@ Llama load_gguf(const std::string& path, int64_t max_context,
   c.rope_style = arch == "llama" ? RopeStyle::kGptj : RopeStyle::kNeox;
   c.validate();
   Llama model = build_llama(c, g.bytes.size(), path);
-  auto gguf_name = [](const std::string& name) {
-    auto [layer, suffix] = split_name(name);
-    if (layer < 0) {
-      if (name == "tok_embeddings") return std::string("token_embd.weight");
-      if (name == "norm") return std::string("output_norm.weight");
-      return std::string("output.weight");
-    }
-    static const std::map<std::string, std::string> m = {{"attn_norm", "attn_norm.weight"},
-                                                         {"wq", "attn_q.weight"},
-                                                         {"wk", "attn_k.weight"},
-                                                         {"wv", "attn_v.weight"},
-                                                         {"wo", "attn_output.weight"},
-                                                         {"bq", "attn_q.bias"},
-                                                         {"bk", "attn_k.bias"},
-                                                         {"bv", "attn_v.bias"},
-                                                         {"q_norm", "attn_q_norm.weight"},
-                                                         {"k_norm", "attn_k_norm.weight"},
-                                                         {"ffn_norm", "ffn_norm.weight"},
-                                                         {"w_gate", "ffn_gate.weight"},
-                                                         {"w_up", "ffn_up.weight"},
-                                                         {"w_down", "ffn_down.weight"}};
-    return "blk." + std::to_string(layer) + "." + m.at(suffix);
-  };
   fill_weights(
       model,
       [&](const std::string& name) {
-        auto it = by_name.find(gguf_name(name));
+        auto it = by_name.find(gguf_tensor_name(name));
         if (it == by_name.end()) return torch::Tensor();
         if (dtypes != nullptr) (*dtypes)[ggml_type_name(it->second->type)] += 1;
         return gguf_tensor(g, *it->second, path);

@@ -121,6 +121,13 @@ Llama load_gguf(const std::string& path, int64_t max_context = kDefaultMaxContex
 /// tokenizer.ggml.pre picks the regex: llama-bpe/llama3, qwen2, else GPT-2's).
 VocabTokenizer load_gguf_tokenizer(const std::string& path);
 
+/// The name a Tessera Llama weight ("layers.3.wq", "tok_embeddings", ...) has in a Hugging Face
+/// checkpoint ("model.layers.3.self_attn.q_proj.weight") and in a GGUF file
+/// ("blk.3.attn_q.weight"): the tables the loaders read by, and what an exporter writes. Throws for
+/// an unknown weight.
+std::string hf_tensor_name(const std::string& tessera_name);
+std::string gguf_tensor_name(const std::string& tessera_name);
+
 /// Writes a GGUF v3 file's bytes (used by the tests and for export): string, u32 and f32
 /// metadata, string arrays, and tensors stored as F32, or as Q8_0 when `q8` and the tensor is
 /// 2-D with rows a multiple of 32. Tensor shapes are given PyTorch-style and written reversed.
