@@ -168,6 +168,13 @@ TEST_F(JacobiBenchTest, CorpusTrajectoriesCountTheirStatesAndStartFromThePrompts
   for (const auto& t : r.data) states += static_cast<int64_t>(t.states.size());
   EXPECT_EQ(r.n_states, states);
   EXPECT_EQ(r.data[0].prompt, teacher.tokenizer.encode(corpus.train[0].prompt));
+  // Every entry carries its prompt's ground truth: prompt, the reference target, EOS.
+  std::vector<int64_t> label = teacher.tokenizer.encode(corpus.train[0].prompt);
+  const auto target = teacher.tokenizer.encode(corpus.train[0].target);
+  label.insert(label.end(), target.begin(), target.end());
+  label.push_back(teacher.tokenizer.eos_id());
+  EXPECT_EQ(r.data[0].label, label);
+  for (const auto& t : r.data) EXPECT_FALSE(t.label.empty());
   EXPECT_EQ(r.to_json()["n_entries"], r.data.size());
   EXPECT_NE(r.summary().find("entries"), std::string::npos);
   o.n_prompts = 0;
@@ -313,6 +320,37 @@ TEST_F(JacobiBenchTest, BlockSweepMeasuresEveryBlockOnTheSamePrompts) {
   EXPECT_NE(sweep.svg().find("against block size"), std::string::npos);
   EXPECT_THROW(run_block_sweep(base, distilled, corpus, o, {}), tessera::Error);
   EXPECT_THROW(run_block_sweep(base, distilled, corpus, o, {0}), tessera::Error);
+}
+
+TEST_F(JacobiBenchTest, ComparisonMeasuresEveryDistilledModelAgainstOneBase) {
+  const auto corpus = make_math_corpus(20, 3, 0);
+  auto base = random_bundle(corpus);
+  std::vector<llm::LlmBundle> distilled;
+  distilled.push_back(copy_bundle(base));  // equal to the base
+  distilled.push_back(copy_bundle(base));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : distilled[1].model->parameters()) p.add_(torch::randn_like(p) * 0.3);
+  }
+  JacobiBenchOptions o;
+  o.n_prompts = 3;
+  o.decode.block_size = 4;
+  o.decode.max_new_tokens = 10;
+  const auto c = run_comparison(base, distilled, {"same", "perturbed"}, corpus, o);
+  ASSERT_EQ(c.runs.size(), 2u);
+  EXPECT_EQ(c.runs[0].distilled.ar.outputs, c.runs[0].base.ar.outputs);
+  EXPECT_NE(c.runs[1].distilled.ar.outputs, c.runs[1].base.ar.outputs);
+  EXPECT_EQ(c.runs[1].base.ar.outputs, c.runs[0].base.ar.outputs);  // the base measured once
+  EXPECT_DOUBLE_EQ(c.runs[0].quality_distilled, c.runs[0].quality_base);
+  EXPECT_DOUBLE_EQ(c.runs[1].quality_distilled, quality(distilled[1], corpus, 10));
+  const auto rows = c.table().to_json();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0]["model"], "base");
+  EXPECT_EQ(rows[1]["model"], "same");
+  EXPECT_EQ(rows[1]["accuracy % change"], "+0.00");
+  EXPECT_EQ(c.to_json()["runs"].size(), 2u);
+  EXPECT_NE(c.svg().find("perturbed"), std::string::npos);
+  EXPECT_THROW(run_comparison(base, distilled, {"one"}, corpus, o), tessera::Error);
 }
 
 TEST_F(JacobiBenchTest, DecodeBandwidthKeepsTheBestOfEachRound) {

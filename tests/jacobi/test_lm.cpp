@@ -128,6 +128,19 @@ TEST_F(JacobiLmTest, TrajectoryDatasetAugmentsCleansAndSerialises) {
   auto back = trajectories_from_json(trajectories_to_json(aug));
   ASSERT_EQ(back.size(), aug.size());
   EXPECT_EQ(back[0].states, aug[0].states);
+  EXPECT_TRUE(back[0].label.empty());  // none collected, none written
+  // Labels (one per prompt) reach every entry of their prompt and survive the file.
+  const std::vector<std::vector<int64_t>> labels = {{1, 2, 3, 10, 11}, {4, 5, 12}, {6, 7, 13}};
+  auto labelled = collect_trajectory_dataset(model, prompts, plain_opts, nullptr, labels);
+  for (const auto& t : labelled) {  // the prompts start with 1, 4, 6: so do their labels
+    ASSERT_FALSE(t.label.empty());
+    EXPECT_EQ(t.label[0], t.prompt[0]);
+  }
+  EXPECT_EQ(labelled.front().label, labels[0]);
+  EXPECT_EQ(labelled.back().label, labels[2]);
+  EXPECT_EQ(trajectories_from_json(trajectories_to_json(labelled)).back().label, labels[2]);
+  EXPECT_THROW(collect_trajectory_dataset(model, prompts, plain_opts, nullptr, {{1}}),
+               tessera::Error);
   EXPECT_THROW(trajectories_from_json(nlohmann::json::object()), tessera::Error);
   EXPECT_THROW(trajectories_from_json(
                    nlohmann::json::parse(R"([{"prompt": [1], "states": [[1, 2], [3]]}])")),
@@ -178,6 +191,23 @@ TEST_F(JacobiLmTest, DistillationLowersTheConsistencyLoss) {
       EXPECT_LT(r.final_ar, r.first_ar);
     }
   }
+  // Ground-truth AR labels: the AR loss is the one on the labels, and it falls; trajectories
+  // without labels are refused with a message that says how to get them.
+  DistillOptions gt;
+  gt.steps = 60;
+  gt.batch_size = 8;
+  gt.lr = 3e-3;
+  gt.ar_labels = ArLabels::kGroundTruth;
+  EXPECT_NE(
+      testing::error_of([&] { distill(model, data, gt); }).find("needs trajectories with labels"),
+      std::string::npos);
+  auto labelled = data;
+  for (auto& t : labelled) t.label = {t.prompt[0], 3, 5, 7, 9, 11, 13};
+  auto student = tiny_model(16);
+  const auto r = distill(student, labelled, gt);
+  EXPECT_LT(r.final_ar, 0.5 * r.first_ar);
+  EXPECT_EQ(parse_ar_labels("ground-truth"), ArLabels::kGroundTruth);
+  EXPECT_THROW(parse_ar_labels("gold"), tessera::Error);
   EXPECT_EQ(parse_consistency_loss("local"), ConsistencyLoss::kLocal);
   EXPECT_THROW(parse_consistency_loss("medusa"), tessera::Error);
   DistillOptions bad;

@@ -79,13 +79,14 @@ TEST_F(AttackerGa, FitnessFollowsSection46) {
   EXPECT_NE(error_of([] { ga_fitness(1, 1, 1, 0.0); }).find("budget > 0"), std::string::npos);
 }
 
-// A deterministic evaluator: the score rewards dummies and deepening, the cost grows with every
-// gene, with widening and kernels the most expensive.
+// A deterministic evaluator: the score rewards dummies, decoys and deepening, the cost grows with
+// every gene, with widening and kernels the most expensive.
 Evaluation toy(const Genome& g) {
   double score = 0, cost = 100;
   for (const auto& l : g.layers) {
-    score += l.dummy + 2.0 * l.deepen + l.branch;
-    cost += 0.2 * l.dummy + 0.3 * l.deepen + 0.5 * l.branch + 3.0 * l.widen + 5.0 * l.kernel;
+    score += l.dummy + 0.5 * l.decoy + 2.0 * l.deepen + l.branch;
+    cost += 0.2 * l.dummy + 0.05 * l.decoy + 0.3 * l.deepen + 0.5 * l.branch + 3.0 * l.widen +
+            5.0 * l.kernel;
   }
   return {score, cost};
 }
@@ -133,6 +134,7 @@ TEST_F(AttackerGa, RetimingChoosesOnlyOnReTimedCostsWithinTheBudget) {
   o.seed = 11;
   o.retime_top = 2;
   o.margin = 0.1;
+  o.knobs = {"widen", "branch", "deepen", "kernel", "dummy", "decoy"};  // the ones toy() prices
   int64_t calls = 0;
   const Retimer retime = [&](const Genome& g) {
     ++calls;

@@ -36,12 +36,6 @@ models::Model small_model(const std::string& name) {
   return m;
 }
 
-std::string first_conv_of(const Net& net, const std::string& prefix) {
-  for (const auto& n : net.spec.nodes)
-    if (n.op == models::GraphOp::Conv && n.name.rfind(prefix, 0) == 0) return n.name;
-  return "";
-}
-
 // The net computes `expected` on x through the executor, the plain evaluator and the model.
 void expect_same_function(const Net& net, const torch::Tensor& x, const torch::Tensor& expected) {
   Executor executor(net);
@@ -104,6 +98,10 @@ TEST_F(Knobs, EachKnobPreservesTheFunction) {
   check(
       "dummy fc", [&](Net& n) { add_dummies(n, fc, 2); }, 3);
   check(
+      "decoy", [&](Net& n) { add_decoys(n, conv, 3); }, 4);
+  check(
+      "decoy full size", [&](Net& n) { add_decoys(n, "block4_conv2_conv", 2, 1); }, 3);
+  check(
       "unfuse", [&](Net& n) { set_fusion(n, conv, false); }, 0);
   check(
       "im2col", [&](Net& n) { set_schedule(n, conv, ConvSchedule::im2col); }, 0);
@@ -116,6 +114,16 @@ TEST_F(Knobs, EachKnobPreservesTheFunction) {
   Net u = clean;
   set_fusion(u, conv, false);
   EXPECT_EQ(Executor(u).n_steps(), Executor(clean).n_steps() + 2);
+  // Decoys are kernels in the trace, on a shrunk zero tensor that nothing reads.
+  Net d = clean;
+  add_decoys(d, conv, 3, 4);
+  EXPECT_EQ(Executor(d).n_steps(), Executor(clean).n_steps() + 3);
+  const auto shapes = d.shapes();
+  const int64_t first = d.spec.find(conv + "_decoy0");
+  ASSERT_GE(first, 0);
+  const auto full = clean.shapes()[clean.spec.find(conv)];
+  EXPECT_EQ(shapes[first], (models::SampleShape{full[0], (full[1] + 3) / 4, (full[2] + 3) / 4}));
+  EXPECT_TRUE(d.spec.consumers()[d.spec.find(conv + "_decoy2")].empty());
 }
 
 TEST_F(Knobs, WideningTheLastVggConvPadsTheClassifier) {
@@ -169,6 +177,12 @@ TEST_F(Knobs, InapplicableKnobsAreSkippedWithAMessage) {
             }).find("widen cannot apply to 'stem_conv'"),
             std::string::npos);
   EXPECT_NE(knob_blocker(clean, Knob::kernel, "fc").find("convs only"), std::string::npos);
+  EXPECT_NE(knob_blocker(clean, Knob::decoy, "fc").find("network output"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              Net n = clean;
+              add_decoys(n, "stem_conv", 1, 0);
+            }).find("shrink factor"),
+            std::string::npos);
   Genome g;
   g.layers.resize(weighted_layers(clean).size());
   g.layers[0].widen = 3;       // the stem: blocked

@@ -335,6 +335,20 @@ TEST_F(BenchTest, AttackMiRunsTheSuiteAgainstASavedRun) {
   EXPECT_THROW(attack_mi(a), Error);
 }
 
+TEST_F(BenchTest, MiDefenseSpecsCarryAStrengthPerRow) {
+  EXPECT_EQ(parse_mi_defense("ressfl"), MiDefense(DefenseKind::ressfl));
+  EXPECT_EQ(parse_mi_defense("ressfl:3"), MiDefense(DefenseKind::ressfl, 3.0));
+  EXPECT_EQ(mi_defense_name(parse_mi_defense("laplace:0.5")), "laplace:0.5");
+  EXPECT_EQ(parse_mi_defense("bottleneck:4").strength, 4.0);
+  for (const char* bad :
+       {"none:1", "ressfl:", "ressfl:x", "ressfl:-1", "ressfl:2x", "bottleneck:2.5", "twist:1"}) {
+    EXPECT_THROW(parse_mi_defense(bad), Error) << bad;
+  }
+  MiBenchOptions b;
+  b.defenses = {parse_mi_defense("dropout:1.5")};  // p must stay below 1
+  EXPECT_THROW(b.validate(), Error);
+}
+
 TEST_F(BenchTest, LabelOnlyReferenceIsTheClassMeanOfTheAuxiliaryImages) {
   // Two 1x1x2 targets of classes 0 and 2; auxiliary images of classes 0, 0, 1 (class 2 absent:
   // its target gets the mean of all auxiliary images).
@@ -406,11 +420,13 @@ MiBenchOptions tiny_mi() {
 
 TEST_F(BenchTest, BenchMiTrainsEveryDefenseAndAttacksItsCheckpoints) {
   MiBenchOptions b = tiny_mi();
-  b.defenses = {DefenseKind::none, DefenseKind::ressfl, DefenseKind::dropout};
+  b.defenses = {DefenseKind::none, DefenseKind::ressfl, DefenseKind::dropout,
+                parse_mi_defense("dropout:0.5")};
   b.checkpoints = {0, 1, 5};  // 5 is beyond the run's one epoch
   const MiBenchResult r = bench_mi(b);
-  ASSERT_EQ(r.rows.size(), 3u);
-  EXPECT_EQ(r.rows[1].defense, DefenseKind::ressfl);
+  ASSERT_EQ(r.rows.size(), 4u);
+  EXPECT_EQ(r.rows[1].defense.kind, DefenseKind::ressfl);
+  EXPECT_EQ(mi_defense_name(r.rows[3].defense), "dropout:0.5");
   EXPECT_EQ(r.rows[0].checkpoints.size(), 0u);  // only attacker_aware and ressfl are tracked
   ASSERT_EQ(r.rows[1].checkpoints.size(), 2u);
   EXPECT_EQ(r.rows[1].checkpoints[1].first, 1);
@@ -427,8 +443,17 @@ TEST_F(BenchTest, BenchMiTrainsEveryDefenseAndAttacksItsCheckpoints) {
   EXPECT_GT(r.label_reference.mse, 0.0);
   EXPECT_NE(r.to_string().find("label-only reference"), std::string::npos);
   EXPECT_EQ(r.checkpoint_table().n_rows(), 2u);
-  EXPECT_EQ(r.to_json().at("rows").size(), 3u);
-  EXPECT_EQ(r.grid().size(1), image::grid(std::vector<torch::Tensor>(4, r.targets)).size(1));
+  EXPECT_EQ(r.to_json().at("rows").size(), 4u);
+  EXPECT_EQ(r.grid().size(1), image::grid(std::vector<torch::Tensor>(5, r.targets)).size(1));
+  // The best row within each accuracy cost: never below the undefended row's MSE.
+  const nlohmann::json pareto = r.pareto_table().to_json();
+  ASSERT_EQ(pareto.size(), 4u);
+  for (const auto& p : pareto) {
+    EXPECT_LE(std::stod(p.at("acc drop (pts)").get<std::string>()),
+              std::stod(p.at("acc drop at most (pts)").get<std::string>()));
+    EXPECT_GE(std::stod(p.at("attack MSE").get<std::string>()) + 1e-4, r.rows[0].mse);
+  }
+  EXPECT_NE(r.to_string().find("Best defense at each accuracy cost"), std::string::npos);
   EXPECT_NE(r.svg().find("ressfl"), std::string::npos);
   EXPECT_NE(r.to_string().find("ResSFL transfer"), std::string::npos);
   b.source_classes = {4, 5};

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "cli.h"
+#include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/json.h"
 #include "tessera/core/report.h"
@@ -155,6 +156,10 @@ void add_distill_flags(CLI::App* cmd, jacobi::DistillOptions& d) {
   cmd->add_option("--ar-weight", d.ar_weight, "weight w of the AR loss")->capture_default_str();
   cmd->add_option("--label-smoothing", d.label_smoothing, "AR loss label smoothing")
       ->capture_default_str();
+  add_choice(cmd, "--ar-labels", d.ar_labels,
+             {jacobi::ArLabels::kTeacher, jacobi::ArLabels::kGroundTruth}, jacobi::parse_ar_labels,
+             jacobi::ar_labels_name,
+             "AR loss on the teacher's output (teacher) or the data set's target (ground-truth)");
   add_choice(cmd, "--loss", d.loss,
              {jacobi::ConsistencyLoss::kGlobal, jacobi::ConsistencyLoss::kLocal},
              jacobi::parse_consistency_loss, jacobi::consistency_loss_name,
@@ -321,8 +326,9 @@ void register_generate(CLI::App& llm) {
 struct BenchCommand {
   jacobi::CorpusOptions corpus;
   jacobi::JacobiBenchOptions options;
-  std::vector<int64_t> blocks;  ///< a sweep over block sizes when non-empty
-  std::string base, distilled, tokenizer, json, svg;
+  std::vector<int64_t> blocks;         ///< a sweep over block sizes when non-empty
+  std::vector<std::string> distilled;  ///< several: a comparison at one block size
+  std::string base, tokenizer, json, svg;
 };
 
 void run_bench(const BenchCommand& cmd) {
@@ -330,22 +336,30 @@ void run_bench(const BenchCommand& cmd) {
   auto config = cmd.options.to_json();
   config["corpus"] = cmd.corpus.to_json();
   tessera::Report report("llm bench", config, cmd.options.decode.seed);
+  const auto done = [&](const auto& r, const jacobi::JacobiBenchResult& first) {
+    std::cout << r.table().to_string() << first.setup() << "\n";
+    if (!cmd.svg.empty()) tessera::write_file_atomic(cmd.svg, r.svg());
+    report.results() = r.to_json();
+    report.write(cmd.json);
+  };
   auto base = llm::load_any(cmd.base, cmd.tokenizer);
-  auto distilled = llm::load_any(cmd.distilled, cmd.tokenizer);
+  if (cmd.distilled.size() > 1) {
+    TESSERA_CHECK(cmd.blocks.empty(), "--blocks sweeps one distilled model, not {}",
+                  cmd.distilled.size());
+    std::vector<llm::LlmBundle> models;
+    for (const auto& path : cmd.distilled) models.push_back(llm::load_any(path, cmd.tokenizer));
+    const auto c =
+        jacobi::run_comparison(base, models, cmd.distilled, cmd.corpus.make(), cmd.options);
+    return done(c, c.runs.front());
+  }
+  auto distilled = llm::load_any(cmd.distilled.front(), cmd.tokenizer);
   if (!cmd.blocks.empty()) {
     const auto sweep =
         jacobi::run_block_sweep(base, distilled, cmd.corpus.make(), cmd.options, cmd.blocks);
-    std::cout << sweep.table().to_string() << sweep.runs.front().setup() << "\n";
-    if (!cmd.svg.empty()) tessera::write_file_atomic(cmd.svg, sweep.svg());
-    report.results() = sweep.to_json();
-    report.write(cmd.json);
-    return;
+    return done(sweep, sweep.runs.front());
   }
   const auto r = jacobi::run_bench(base, distilled, cmd.corpus.make(), cmd.options);
-  std::cout << r.table().to_string() << r.setup() << "\n";
-  if (!cmd.svg.empty()) tessera::write_file_atomic(cmd.svg, r.svg());
-  report.results() = r.to_json();
-  report.write(cmd.json);
+  done(r, r);
 }
 
 void register_bench(CLI::App& llm) {
@@ -353,7 +367,10 @@ void register_bench(CLI::App& llm) {
   auto* sub = llm.add_subcommand("bench", "AR vs Jacobi on base and distilled models, one domain");
   add_corpus_flags(sub, cmd->corpus);
   sub->add_option("--base", cmd->base, "base model (any checkpoint, as --model takes)")->required();
-  sub->add_option("--distilled", cmd->distilled, "distilled model file")->required();
+  sub->add_option("--distilled", cmd->distilled,
+                  "distilled model file; several (comma-separated): compared at one block size")
+      ->required()
+      ->delimiter(',');
   sub->add_option("--tokenizer", cmd->tokenizer, "tokenizer file for both (llama2.c needs one)");
   add_bench_flags(sub, cmd->options);
   cli::add_json_option(sub, cmd->json);
@@ -361,7 +378,8 @@ void register_bench(CLI::App& llm) {
       ->delimiter(',')
       ->check(CLI::PositiveNumber);
   sub->add_option("--svg", cmd->svg,
-                  "write TPF and speed as SVG: per test prompt, or against --blocks");
+                  "write an SVG: TPF and speed per test prompt, or against --blocks; quality "
+                  "against TPF for several --distilled");
   sub->callback([cmd] { run_bench(*cmd); });
 }
 

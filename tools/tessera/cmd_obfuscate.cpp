@@ -50,8 +50,7 @@ void add_ga_flags(CLI::App* cmd, obf::GaOptions& g, const std::string& prefix) {
   cmd->add_option("--" + prefix + "knobs", g.knobs, what + ": knobs the GA may use")
       ->capture_default_str()
       ->delimiter(',')
-      ->check(CLI::IsMember(
-          {"widen", "branch", "deepen", "skip", "kernel", "dummy", "fuse", "schedule"}));
+      ->check(CLI::IsMember(obf::knob_names()));
   cmd->add_option("--" + prefix + "sigma", g.sigma, what + ": mutation scale")
       ->capture_default_str();
   cmd->add_option("--" + prefix + "ga-seed", g.seed, what + ": seed")->capture_default_str();
@@ -82,6 +81,9 @@ void add_bench_flags(CLI::App* cmd, obf::ObfuscateBenchOptions& o) {
       ->capture_default_str();
   cmd->add_option("--final-latency-reps", o.final_latency_reps,
                   "paired timing reps for the reported overhead")
+      ->capture_default_str();
+  cmd->add_option("--final-latency-rounds", o.final_latency_rounds,
+                  "rounds of those reps; the overhead is the median of their ratios")
       ->capture_default_str();
   cmd->add_option("--eval-images", o.eval_images,
                   "test images whose outputs are compared (0 = all 10000)")

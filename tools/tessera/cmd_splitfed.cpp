@@ -351,7 +351,7 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   cmd->add_flag("--hinge-every-batch", b.hinge_every_batch, "SSIM hinge on every batch");
   opt(cmd, "--transfer-interval", b.transfer_interval, "its update interval, batches");
   opt(cmd, "--transfer-client-lr", b.transfer_client_lr, "client LR of the transfer");
-  choices(cmd, "--defenses", b.defenses, parse_defense, defense_name, "the rows");
+  choices(cmd, "--defenses", b.defenses, parse_mi_defense, mi_defense_name, "kind[:strength] rows");
   opt(cmd, "--checkpoints", b.checkpoints, "epochs attacked (tracked rows)")->delimiter(',');
   choice(cmd, "--checkpoint-decoder", b.checkpoint_decoder, parse_decoder, decoder_name,
          "the checkpoints' attack");

@@ -138,13 +138,24 @@ std::string quality_name(Domain domain) {
 }
 
 std::vector<std::vector<int64_t>> encode_prompts(const llm::LlmBundle& bundle,
-                                                 const std::vector<Example>& examples, int64_t n) {
+                                                 const std::vector<Example>& examples, int64_t n,
+                                                 std::vector<std::vector<int64_t>>* labels) {
+  const int64_t max_len = bundle.model->config().max_seq_len;
+  const bool labelled = labels != nullptr && bundle.tokenizer.eos_id() >= 0;
   std::vector<std::vector<int64_t>> out;
   for (const auto& e : examples) {
     if (static_cast<int64_t>(out.size()) >= n) break;
     auto ids = bundle.tokenizer.encode_prompt(e.prompt);
-    if (static_cast<int64_t>(ids.size()) < bundle.model->config().max_seq_len)
-      out.push_back(std::move(ids));
+    if (static_cast<int64_t>(ids.size()) >= max_len) continue;
+    out.push_back(std::move(ids));
+    if (!labelled) continue;
+    const auto tokenized = tokenize_examples({e}, bundle.tokenizer, max_len);
+    std::vector<int64_t> label;
+    if (!tokenized.empty()) {
+      label = tokenized[0].prompt;
+      label.insert(label.end(), tokenized[0].target.begin(), tokenized[0].target.end());
+    }
+    labels->push_back(std::move(label));
   }
   return out;
 }
@@ -197,11 +208,12 @@ CorpusTrajectoryResult collect_corpus_trajectories(llm::LlmBundle& teacher,
   const Corpus corpus = options.corpus.make();
   TrajectoryOptions t = options.trajectory;
   t.decode.eos_id = teacher.tokenizer.eos_id();
-  const auto prompts = encode_prompts(teacher, corpus.train, options.n_prompts);
+  std::vector<std::vector<int64_t>> labels;
+  const auto prompts = encode_prompts(teacher, corpus.train, options.n_prompts, &labels);
   CorpusTrajectoryResult r;
   r.n_prompts = static_cast<int64_t>(prompts.size());
   const Timer timer;
-  r.data = collect_trajectory_dataset(teacher.model, prompts, t, &r.n_dropped);
+  r.data = collect_trajectory_dataset(teacher.model, prompts, t, &r.n_dropped, labels);
   r.seconds = timer.elapsed_s();
   for (const auto& entry : r.data) r.n_states += static_cast<int64_t>(entry.states.size());
   return r;
@@ -432,6 +444,69 @@ BlockSweepResult run_block_sweep(llm::LlmBundle& base, llm::LlmBundle& distilled
     r.quality_distilled = quality_distilled;
   }
   return sweep;
+}
+
+DistilledComparison run_comparison(llm::LlmBundle& base, std::vector<llm::LlmBundle>& distilled,
+                                   const std::vector<std::string>& names, const Corpus& corpus,
+                                   const JacobiBenchOptions& options) {
+  options.validate();
+  TESSERA_CHECK(!distilled.empty() && distilled.size() == names.size(),
+                "bench: {} distilled models for {} names", distilled.size(), names.size());
+  const auto prompts = encode_prompts(base, corpus.test, options.n_prompts);
+  TESSERA_CHECK(!prompts.empty(), "bench: no test prompt fits the model's context");
+  DecodeOptions decode = options.decode;
+  decode.eos_id = base.tokenizer.eos_id();
+  ProgressBar bar("bench models", 2 * static_cast<int64_t>(prompts.size() * (names.size() + 1)));
+  const SpeedPair base_speed = measure_speed(base.model, prompts, decode, &bar);
+  const double quality_base = quality(base, corpus, decode.max_new_tokens);
+  DistilledComparison c;
+  c.names = names;
+  for (auto& d : distilled) {
+    JacobiBenchResult r;
+    r.domain = corpus.domain;
+    r.options = options;
+    r.options.decode.eos_id = decode.eos_id;
+    r.threads = at::get_num_threads();
+    r.kernel = llm::matmul_kernel_name();
+    r.base = base_speed;
+    r.quality_base = quality_base;
+    r.distilled = measure_speed(d.model, prompts, decode, &bar);
+    r.quality_distilled = quality(d, corpus, decode.max_new_tokens);
+    c.runs.push_back(std::move(r));
+  }
+  bar.finish();
+  return c;
+}
+
+Table DistilledComparison::table() const {
+  const std::string q = quality_name(runs.front().domain);
+  Table t({"model", "TPF", "speedup", "identical to AR", q, q + " change"});
+  const auto row = [&](const std::string& name, const SpeedPair& s, double quality) {
+    t.add_row({name, fmt::format("{:.2f}", s.jacobi.tpf), fmt::format("{:.2f}x", s.speedup()),
+               s.jacobi.identical ? "yes" : "NO", fmt::format("{:.2f}", quality),
+               fmt::format("{:+.2f}", quality - runs.front().quality_base)});
+  };
+  row("base", runs.front().base, runs.front().quality_base);
+  for (size_t i = 0; i < runs.size(); ++i)
+    row(names[i], runs[i].distilled, runs[i].quality_distilled);
+  return t;
+}
+
+nlohmann::json DistilledComparison::to_json() const {
+  nlohmann::json j = nlohmann::json::array();
+  for (size_t i = 0; i < runs.size(); ++i)
+    j.push_back({{"name", names[i]}, {"run", runs[i].to_json()}});
+  return {{"table", table().to_json()}, {"runs", j}};
+}
+
+std::string DistilledComparison::svg() const {
+  SvgPlot plot(fmt::format("quality against tokens per forward, block {}",
+                           runs.front().options.decode.block_size),
+               "tokens per forward", quality_name(runs.front().domain));
+  plot.add_series({"base", {{runs.front().base.jacobi.tpf, runs.front().quality_base}}, false});
+  for (size_t i = 0; i < runs.size(); ++i)
+    plot.add_series({names[i], {{runs[i].distilled.jacobi.tpf, runs[i].quality_distilled}}, false});
+  return plot.render();
 }
 
 Table BlockSweepResult::table() const {

@@ -81,8 +81,11 @@ double quality(llm::LlmBundle& bundle, const Corpus& corpus, int64_t max_new_tok
 std::string quality_name(Domain domain);
 
 /// The encoded prompts of the first examples that fit the model's context, at most n of them.
-std::vector<std::vector<int64_t>> encode_prompts(const llm::LlmBundle& bundle,
-                                                 const std::vector<Example>& examples, int64_t n);
+/// `labels` (optional) gets one ground truth per prompt: prompt, target and EOS (empty where
+/// that exceeds the context, and no labels when the tokenizer has no EOS).
+std::vector<std::vector<int64_t>> encode_prompts(
+    const llm::LlmBundle& bundle, const std::vector<Example>& examples, int64_t n,
+    std::vector<std::vector<int64_t>>* labels = nullptr);
 
 /// An independent copy of a model (same weights) with the same tokenizer.
 llm::LlmBundle copy_bundle(const llm::LlmBundle& bundle);
@@ -200,6 +203,22 @@ struct BlockSweepResult {
 BlockSweepResult run_block_sweep(llm::LlmBundle& base, llm::LlmBundle& distilled,
                                  const Corpus& corpus, const JacobiBenchOptions& options,
                                  const std::vector<int64_t>& block_sizes);
+
+/// Several distilled copies of one base (distilled with other AR weights, labels, steps) on the
+/// same prompts at one block size: the trade between TPF and quality.
+struct DistilledComparison {
+  std::vector<std::string> names;       ///< one per distilled model (e.g. its file)
+  std::vector<JacobiBenchResult> runs;  ///< one per distilled model; the base measured once
+  /// One row per model (the base first): TPF, speedup, quality and its change from the base.
+  Table table() const;
+  nlohmann::json to_json() const;
+  /// Quality against TPF, one point per model.
+  std::string svg() const;
+};
+
+DistilledComparison run_comparison(llm::LlmBundle& base, std::vector<llm::LlmBundle>& distilled,
+                                   const std::vector<std::string>& names, const Corpus& corpus,
+                                   const JacobiBenchOptions& options);
 
 // ---- memory bandwidth and the n-token forward cost ---------------------------------------------
 

@@ -94,6 +94,9 @@ DecodeResult decode_jacobi_window(llm::LlamaEngine& engine, const std::vector<in
 struct JacobiTrajectory {
   std::vector<int64_t> prompt;               ///< prompt plus all earlier fixed points
   std::vector<std::vector<int64_t>> states;  ///< y^(0) .. y^(k)
+  /// The data set's ground truth for the entry's original prompt: that prompt, the reference
+  /// target and EOS (research/cllm.md 2.1 `labels_ids`); empty when the collector had none.
+  std::vector<int64_t> label;
 };
 
 /// Runs fixed-length n-token Jacobi iterations block after block (full recompute of the block

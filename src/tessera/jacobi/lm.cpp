@@ -53,6 +53,17 @@ std::string consistency_loss_name(ConsistencyLoss loss) {
   return loss == ConsistencyLoss::kGlobal ? "global" : "local";
 }
 
+ArLabels parse_ar_labels(const std::string& name) {
+  if (name == "teacher") return ArLabels::kTeacher;
+  if (name == "ground-truth") return ArLabels::kGroundTruth;
+  TESSERA_CHECK(false, "unknown AR labels '{}' (expected teacher or ground-truth)", name);
+  return ArLabels::kTeacher;
+}
+
+std::string ar_labels_name(ArLabels labels) {
+  return labels == ArLabels::kTeacher ? "teacher" : "ground-truth";
+}
+
 void DistillOptions::validate() const {
   TESSERA_CHECK(steps > 0, "distill: steps must be positive, got {}", steps);
   TESSERA_CHECK(batch_size > 0, "distill: batch size must be positive, got {}", batch_size);
@@ -67,6 +78,7 @@ nlohmann::json DistillOptions::to_json() const {
           {"warmup_steps", warmup_steps},
           {"ar_weight", ar_weight},
           {"label_smoothing", label_smoothing},
+          {"ar_labels", ar_labels_name(ar_labels)},
           {"loss", consistency_loss_name(loss)},
           {"max_seconds", max_seconds},
           {"seed", seed}};
@@ -202,8 +214,11 @@ double target_perplexity(llm::Llama& model, const std::vector<TokenizedExample>&
 
 std::vector<JacobiTrajectory> collect_trajectory_dataset(
     llm::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
-    const TrajectoryOptions& options, int64_t* n_dropped) {
+    const TrajectoryOptions& options, int64_t* n_dropped,
+    const std::vector<std::vector<int64_t>>& labels) {
   options.decode.validate();
+  TESSERA_CHECK(labels.empty() || labels.size() == prompts.size(),
+                "trajectories: {} labels for {} prompts", labels.size(), prompts.size());
   llm::LlamaEngine engine(model);
   std::mt19937_64 rng(options.decode.seed ^ 0xa06u);
   std::vector<JacobiTrajectory> out;
@@ -254,6 +269,7 @@ std::vector<JacobiTrajectory> collect_trajectory_dataset(
         }
         t.states.insert(t.states.end() - 1, extra.begin(), extra.end());
       }
+      if (!labels.empty()) t.label = labels[p];
       out.push_back(std::move(t));
     }
   }
@@ -264,7 +280,11 @@ std::vector<JacobiTrajectory> collect_trajectory_dataset(
 
 nlohmann::json trajectories_to_json(const std::vector<JacobiTrajectory>& data) {
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& t : data) out.push_back({{"prompt", t.prompt}, {"states", t.states}});
+  for (const auto& t : data) {
+    nlohmann::json e = {{"prompt", t.prompt}, {"states", t.states}};
+    if (!t.label.empty()) e["label"] = t.label;
+    out.push_back(std::move(e));
+  }
   return out;
 }
 
@@ -283,6 +303,8 @@ std::vector<JacobiTrajectory> trajectories_from_json(const nlohmann::json& json)
       for (const auto& state : e.at("states")) {
         t.states.push_back(json_integer_array(state, what + " state", 0, kMaxTokenId));
       }
+      if (e.contains("label"))
+        t.label = json_integer_array(e["label"], what + " label", 0, kMaxTokenId);
       TESSERA_CHECK(!t.prompt.empty() && !t.states.empty(),
                     "trajectories: entry {} has an empty prompt or no states", out.size());
       for (const auto& s : t.states) {
@@ -309,11 +331,20 @@ DistillResult distill(llm::Llama& model, const std::vector<JacobiTrajectory>& da
   TESSERA_CHECK(!data.empty(),
                 "distill: no trajectories (none collected, or all dropped by cleaning)");
   std::vector<const JacobiTrajectory*> usable;
+  const bool ground_truth = options.ar_labels == ArLabels::kGroundTruth;
   for (const auto& t : data) {
     for (const auto& s : t.states) {
       for (int64_t id : s) TESSERA_CHECK(id < V, "distill: token id {} >= vocab size {}", id, V);
     }
-    if (static_cast<int64_t>(t.prompt.size() + t.states[0].size()) <= max_len) usable.push_back(&t);
+    for (int64_t id : t.label)
+      TESSERA_CHECK(id < V, "distill: label id {} >= vocab size {}", id, V);
+    TESSERA_CHECK(!ground_truth || t.label.size() >= 2,
+                  "distill: --ar-labels ground-truth needs trajectories with labels; entry {} has "
+                  "none (collect them again with `tessera llm trajectories`)",
+                  &t - data.data());
+    const bool fits = static_cast<int64_t>(t.prompt.size() + t.states[0].size()) <= max_len &&
+                      static_cast<int64_t>(t.label.size()) <= max_len;
+    if (fits) usable.push_back(&t);
   }
   TESSERA_CHECK(!usable.empty(), "distill: no trajectory fits the context length {}", max_len);
   std::mt19937_64 rng(options.seed);
@@ -330,9 +361,13 @@ DistillResult distill(llm::Llama& model, const std::vector<JacobiTrajectory>& da
           const auto& fixed = t.states.back();
           const int64_t P = static_cast<int64_t>(t.prompt.size());
           const int64_t n = static_cast<int64_t>(fixed.size());
-          std::vector<int64_t> a = t.prompt;
-          a.insert(a.end(), fixed.begin(), fixed.end());
-          ar.push_back(a);
+          if (ground_truth) {
+            ar.push_back(t.label);
+          } else {
+            std::vector<int64_t> a = t.prompt;
+            a.insert(a.end(), fixed.begin(), fixed.end());
+            ar.push_back(std::move(a));
+          }
           if (t.states.size() < 2) continue;
           const size_t j = random::uniform_below(rng, t.states.size() - 1);
           const auto& y = t.states[j];

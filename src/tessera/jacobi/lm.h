@@ -68,9 +68,11 @@ struct TrajectoryOptions {
 };
 
 /// Collects trajectories for every prompt with `model` as teacher, augments and cleans them.
+/// `labels` (empty, or one per prompt) become each entry's JacobiTrajectory::label.
 std::vector<JacobiTrajectory> collect_trajectory_dataset(
     llm::Llama& model, const std::vector<std::vector<int64_t>>& prompts,
-    const TrajectoryOptions& options, int64_t* n_dropped = nullptr);
+    const TrajectoryOptions& options, int64_t* n_dropped = nullptr,
+    const std::vector<std::vector<int64_t>>& labels = {});
 
 nlohmann::json trajectories_to_json(const std::vector<JacobiTrajectory>& data);
 /// Validates structure (non-empty states of equal length, ids >= 0); throws tessera::Error.
@@ -86,6 +88,14 @@ enum class ConsistencyLoss {
 ConsistencyLoss parse_consistency_loss(const std::string& name);  ///< "global", "local"
 std::string consistency_loss_name(ConsistencyLoss loss);
 
+/// What the AR loss of distillation is computed on (research/cllm.md 2.2 step 1).
+enum class ArLabels {
+  kTeacher,      ///< the entry's prompt and the teacher's fixed point (the reference default)
+  kGroundTruth,  ///< the original prompt and the data set's target (`--use_gt_labels`)
+};
+ArLabels parse_ar_labels(const std::string& name);  ///< "teacher", "ground-truth"
+std::string ar_labels_name(ArLabels labels);
+
 struct DistillOptions {
   int64_t steps = 300;
   int64_t batch_size = 16;
@@ -93,6 +103,7 @@ struct DistillOptions {
   int64_t warmup_steps = 10;
   double ar_weight = 10.0;       ///< w in L = L_consistency + w * L_AR
   double label_smoothing = 0.1;  ///< on the AR loss
+  ArLabels ar_labels = ArLabels::kTeacher;
   ConsistencyLoss loss = ConsistencyLoss::kGlobal;
   double max_seconds = 0.0;
   uint64_t seed = 0;

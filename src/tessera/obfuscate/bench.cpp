@@ -9,6 +9,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/stats.h"
 #include "tessera/core/timer.h"
 #include "tessera/models/model_io.h"
 #include "tessera/models/registry.h"
@@ -122,7 +123,7 @@ HeldOutResult evaluate_held_out(Attacker& attacker, const std::vector<LabelledTr
 }
 
 ObfuscateBenchOptions::ObfuscateBenchOptions() {
-  dim_ga.knobs = {"widen", "kernel", "branch", "dummy", "schedule"};
+  dim_ga.knobs = {"widen", "kernel", "branch", "dummy", "schedule", "decoy"};
   dim_ga.generations = 12;
 }
 
@@ -137,8 +138,9 @@ void ObfuscateBenchOptions::validate() const {
   recipe.validate();
   seq_ga.validate();
   dim_ga.validate();
-  TESSERA_CHECK(ga_latency_reps >= 1 && final_latency_reps >= 1 && retime_reps >= 1,
-                "latency reps must be >= 1");
+  TESSERA_CHECK(ga_latency_reps >= 1 && final_latency_reps >= 1 && retime_reps >= 1 &&
+                    final_latency_rounds >= 1,
+                "latency reps and rounds must be >= 1");
   TESSERA_CHECK(eval_images >= 0, "eval_images must be >= 0, got {}", eval_images);
 }
 
@@ -158,6 +160,7 @@ nlohmann::json ObfuscateBenchOptions::to_json() const {
           {"dim_ga", dim_ga.to_json()},
           {"ga_latency_reps", ga_latency_reps},
           {"final_latency_reps", final_latency_reps},
+          {"final_latency_rounds", final_latency_rounds},
           {"retime_reps", retime_reps},
           {"eval_images", eval_images},
           {"data_dir", data_dir},
@@ -252,20 +255,27 @@ void compare_outputs(const torch::Tensor& reference, const Net& obf, const data:
 struct Measured {
   Trace trace;
   std::vector<int> prediction;
-  double ratio = 1;  ///< candidate / clean latency (paired medians)
+  double ratio = 1;  ///< candidate / clean latency (median over rounds of paired medians)
 };
 
 Measured measure(Context& c, Attacker& attacker, const Net& net, int64_t repeats,
-                 int64_t latency_reps, double* clean_us = nullptr, double* obf_us = nullptr) {
+                 int64_t latency_reps, int64_t rounds = 1, double* clean_us = nullptr,
+                 double* obf_us = nullptr) {
   Executor e(net);
   e.run(c.x);
   Measured m;
   m.trace = e.trace(c.x, static_cast<int>(repeats));
   m.prediction = attacker.predict_sequence(m.trace);
-  const auto [a, b] = paired_latency_us(c.clean_exec, e, c.x, static_cast<int>(latency_reps));
-  m.ratio = b / a;
-  if (clean_us) *clean_us = a;
-  if (obf_us) *obf_us = b;
+  std::vector<double> ratios, as, bs;
+  for (int64_t r = 0; r < rounds; ++r) {
+    const auto [a, b] = paired_latency_us(c.clean_exec, e, c.x, static_cast<int>(latency_reps));
+    ratios.push_back(b / a);
+    as.push_back(a);
+    bs.push_back(b);
+  }
+  m.ratio = median(ratios);
+  if (clean_us) *clean_us = median(as);
+  if (obf_us) *obf_us = median(bs);
   return m;
 }
 
@@ -301,7 +311,7 @@ ObfuscationRow make_row(Context& c, Attacker& attacker, const torch::Tensor& ref
   row.clean_distance = edit_distance(row.clean_prediction, c.truth);
   row.clean_steps = static_cast<int64_t>(c.clean_trace.steps.size());
   const Measured m = measure(c, attacker, obf.net, o.recipe.trace_repeats, o.final_latency_reps,
-                             &row.clean_us, &row.obfuscated_us);
+                             o.final_latency_rounds, &row.clean_us, &row.obfuscated_us);
   row.obfuscated_prediction = m.prediction;
   row.obfuscated_ler = label_error_rate(m.prediction, c.truth);
   row.obfuscated_distance = edit_distance(m.prediction, c.truth);

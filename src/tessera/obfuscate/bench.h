@@ -60,13 +60,16 @@ struct ObfuscateBenchOptions {
   double width_mult = 1.0;
   AttackerRecipe recipe;
   GaOptions seq_ga;  ///< sequence obfuscation (all knobs, every layer)
-  /// Dimension obfuscation of the first 64 -> 128 conv: GA over widen, kernel, branch, dummy
-  /// and schedule on that conv and its producer.
+  /// Dimension obfuscation of the first 64 -> 128 conv: GA over widen, kernel, branch, dummy,
+  /// schedule and decoy on that conv and its producer.
   GaOptions dim_ga;
   int64_t ga_latency_reps = 7;  ///< paired timing reps per GA evaluation
   /// Paired timing reps when the GA re-times its best candidates (GaOptions::retime_top)
   int64_t retime_reps = 41;
   int64_t final_latency_reps = 101;  ///< paired timing reps for the reported overheads
+  /// Rounds of final_latency_reps paired runs; the reported overhead is the median of the
+  /// rounds' ratios (one round of 101 runs read 6.2% where five later rounds read -1.2..0.7%).
+  int64_t final_latency_rounds = 5;
   /// Test images on which the obfuscated models' outputs are compared (0 = the whole test set;
   /// data_dir "" = synthetic images).
   int64_t eval_images = 0;

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "tessera/core/error.h"
+#include "tessera/core/stats.h"
 
 namespace tessera::obfuscate {
 
@@ -133,11 +134,6 @@ double now_ns() {
 
 double nbytes(const torch::Tensor& t) {
   return t.defined() ? static_cast<double>(t.numel() * t.element_size()) : 0.0;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
 }  // namespace

@@ -34,6 +34,7 @@ double noise_scale(Knob knob) {
     case Knob::schedule:
       return 0.5;
     case Knob::dummy:
+    case Knob::decoy:
       return 1.0;
     case Knob::kernel:
       return 1.0 / 16.0;
@@ -66,7 +67,7 @@ Genome initial(int64_t n_layers, const Mask& mask, const GaOptions& o, std::mt19
     for (int k = 0; k < kNumKnobs; ++k) {
       if (!mask.on(l, k) || random::uniform01(rng) >= o.init_p[static_cast<size_t>(k)]) continue;
       const Knob knob = static_cast<Knob>(k);
-      // widen 1/8..4/8, branch 1..2, dummy 1..4, schedule 1..2, binary genes 1.
+      // widen 1/8..4/8, branch 1..2, dummy 1..4, decoy 1..8, schedule 1..2, binary genes 1.
       const int hi = knob == Knob::widen ? 4 : LayerGenes::max_value(knob);
       g.layers[l].set(knob, static_cast<int>(random::uniform_int(rng, 1, hi)));
     }

@@ -25,13 +25,14 @@ struct GaOptions {
   int64_t halve_every = 4;
   double budget = 0.02;  ///< allowed latency overhead (the issue's 2%; the scripts use 0.20)
   /// Knobs the GA may use (knob_name()); section 4.6's scripts forbid kernel, dummy and prune.
-  std::vector<std::string> knobs = {"widen",  "branch", "deepen", "skip",
-                                    "kernel", "dummy",  "fuse",   "schedule"};
+  /// decoy is ours (knobs.h), the one knob whose cost does not grow with the activations.
+  std::vector<std::string> knobs = knob_names();
   /// Weighted-layer indices the GA may change (empty: all).
   std::vector<int64_t> layers;
   /// Initial probability that a gene is set, per knob in Knob order (section 4.6: widen 0.1,
-  /// decompo 0.4, deepen 0.1, skipcon 0.1, kerneladd 0.1, dummy 0.2, fuse 0.1, prune 0.2).
-  std::vector<double> init_p = {0.1, 0.4, 0.1, 0.1, 0.1, 0.2, 0.1, 0.2};
+  /// decompo 0.4, deepen 0.1, skipcon 0.1, kerneladd 0.1, dummy 0.2, fuse 0.1, prune 0.2; our
+  /// decoy knob takes dummy's 0.2).
+  std::vector<double> init_p = {0.1, 0.4, 0.1, 0.1, 0.1, 0.2, 0.1, 0.2, 0.2};
   uint64_t seed = 0;
   /// Winner's curse: each generation, the `retime_top` genomes of best fitness are re-timed
   /// (Retimer) until the top `retime_top` all carry re-timed costs (at most 3 x retime_top

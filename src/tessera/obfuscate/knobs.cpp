@@ -2,6 +2,7 @@
 #include "tessera/obfuscate/knobs.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,8 +17,8 @@ using models::GraphOp;
 
 namespace {
 
-const char* kKnobNames[] = {"widen",  "branch", "deepen", "skip",
-                            "kernel", "dummy",  "fuse",   "schedule"};
+const char* kKnobNames[] = {"widen", "branch", "deepen",   "skip", "kernel",
+                            "dummy", "fuse",   "schedule", "decoy"};
 
 // Edits a spec by node names, then re-indexes: insertions keep topological order because a new
 // node goes right after an anchor that follows all of its inputs.
@@ -162,13 +163,13 @@ torch::Tensor cat0(const torch::Tensor& t, int64_t extra, int64_t dim, double va
 
 std::string knob_name(Knob knob) { return kKnobNames[static_cast<int>(knob)]; }
 
+std::vector<std::string> knob_names() { return {std::begin(kKnobNames), std::end(kKnobNames)}; }
+
 Knob parse_knob(const std::string& name) {
   for (int k = 0; k < kNumKnobs; ++k)
     if (name == kKnobNames[k]) return static_cast<Knob>(k);
-  throw Error(
-      fmt::format("unknown knob '{}' (known: widen, branch, deepen, skip, kernel, dummy, "
-                  "fuse, schedule)",
-                  name));
+  throw Error(fmt::format("unknown knob '{}' (known: {})", name,
+                          fmt::join(std::begin(kKnobNames), std::end(kKnobNames), ", ")));
 }
 
 std::string knob_blocker(const Net& net, Knob knob, const std::string& layer) {
@@ -193,6 +194,11 @@ std::string knob_blocker(const Net& net, Knob knob, const std::string& layer) {
       if (!conv) return fmt::format("{} applies to convs only", knob_name(knob));
       if (knob == Knob::schedule && n.groups != 1) return "grouped convs keep the direct schedule";
       return "";
+    case Knob::decoy: {
+      const auto consumers = net.spec.consumers();
+      const int64_t end = unit_chain(net, i).back();
+      return consumers[end].empty() ? "its output is the network output" : "";
+    }
     case Knob::dummy:
     case Knob::deepen:
     case Knob::skip:
@@ -355,6 +361,33 @@ void add_dummies(Net& net, const std::string& layer, int64_t count) {
   net.shapes();
 }
 
+void add_decoys(Net& net, const std::string& layer, int64_t count, int64_t shrink) {
+  TESSERA_CHECK(count >= 1 && count <= 16, "obfuscate: decoy kernels must be 1..16, got {}", count);
+  TESSERA_CHECK(shrink >= 1, "obfuscate: the decoy shrink factor must be >= 1, got {}", shrink);
+  check(net, Knob::decoy, layer);
+  const int64_t end = unit_chain(net, layer_index(net, layer)).back();
+  models::SampleShape shape = net.shapes()[end];
+  if (shape.size() == 3) {
+    shape[1] = (shape[1] + shrink - 1) / shrink;
+    shape[2] = (shape[2] + shrink - 1) / shrink;
+  } else {
+    shape[0] = (shape[0] + shrink - 1) / shrink;
+  }
+  Editor e(net.spec);
+  GraphNode zero = make_node(e.unique(layer + "_decoy_zero"), GraphOp::Constant);
+  zero.shape = shape;
+  net.tensors[zero.name + ".value"] = torch::zeros(shape);
+  std::string prev = e.insert_after(net.spec.nodes[end].name, zero, {});
+  std::string anchor = prev;
+  for (int64_t k = 0; k < count; ++k) {
+    GraphNode add = make_node(e.unique(fmt::format("{}_decoy{}", layer, k)), GraphOp::Add);
+    anchor = e.insert_after(anchor, add, {prev, zero.name});
+    prev = add.name;
+  }
+  net.spec = e.finish();
+  net.shapes();
+}
+
 void set_fusion(Net& net, const std::string& layer, bool fused) {
   check(net, Knob::fuse, layer);
   net.spec.nodes[layer_index(net, layer)].hints["fuse"] = fused;
@@ -383,6 +416,8 @@ int LayerGenes::get(Knob knob) const {
       return unfuse;
     case Knob::schedule:
       return schedule;
+    case Knob::decoy:
+      return decoy;
   }
   return 0;
 }
@@ -414,6 +449,9 @@ void LayerGenes::set(Knob knob, int value) {
     case Knob::schedule:
       schedule = value;
       break;
+    case Knob::decoy:
+      decoy = value;
+      break;
   }
 }
 
@@ -426,6 +464,8 @@ int LayerGenes::max_value(Knob knob) {
       return 2;
     case Knob::dummy:
       return 4;
+    case Knob::decoy:
+      return 8;
     default:
       return 1;
   }
@@ -501,6 +541,7 @@ Obfuscated apply_genome(const Net& clean, const Genome& genome) {
   pass(Knob::skip, [&](const std::string& l, int) { zero_skip(net, l); });
   pass(Knob::deepen, [&](const std::string& l, int) { deepen_layer(net, l); });
   pass(Knob::dummy, [&](const std::string& l, int v) { add_dummies(net, l, v); });
+  pass(Knob::decoy, [&](const std::string& l, int v) { add_decoys(net, l, v); });
   pass(Knob::branch, [&](const std::string& l, int v) { branch_layer(net, l, v == 1 ? 2 : 4); });
   return out;
 }

@@ -14,9 +14,10 @@
 
 namespace tessera::obfuscate {
 
-enum class Knob { widen, branch, deepen, skip, kernel, dummy, fuse, schedule };
-constexpr int kNumKnobs = 8;
-std::string knob_name(Knob knob);  ///< "widen", "branch", ...
+enum class Knob { widen, branch, deepen, skip, kernel, dummy, fuse, schedule, decoy };
+constexpr int kNumKnobs = 9;
+std::string knob_name(Knob knob);       ///< "widen", "branch", ...
+std::vector<std::string> knob_names();  ///< every knob, in Knob order
 Knob parse_knob(const std::string& name);
 
 /// Why `knob` cannot apply to the conv/linear node `layer` ("" when it can).
@@ -40,6 +41,12 @@ void zero_skip(Net& net, const std::string& layer);
 void widen_kernel(Net& net, const std::string& conv);
 /// Dummy additions: `count` additions of a stored all-zero tensor after the layer's unit.
 void add_dummies(Net& net, const std::string& layer, int64_t count);
+/// Decoy kernels (ours, not in the paper; RECONSTRUCTED): `count` additions on a stored all-zero
+/// tensor of the layer's output channels and 1/`shrink` of its height and width (a linear: of its
+/// features), chained after the layer's unit but read by nothing. Each costs about one kernel
+/// dispatch whatever the activation size, and shows in the trace as one more small kernel. Not
+/// for the layer that computes the network's output.
+void add_decoys(Net& net, const std::string& layer, int64_t count, int64_t shrink = 4);
 /// Selective fusion: the executor runs conv+BN+ReLU (linear+ReLU) as one kernel or not.
 void set_fusion(Net& net, const std::string& layer, bool fused);
 /// Schedule choice for a conv (groups 1): direct, im2col GEMM, or two output-channel halves.
@@ -55,6 +62,7 @@ struct LayerGenes {
   int dummy = 0;     ///< 0..4 dummy additions
   int unfuse = 0;    ///< 0/1: 1 runs conv, BN and ReLU as separate kernels
   int schedule = 0;  ///< 0..2 (ConvSchedule)
+  int decoy = 0;     ///< 0..8 decoy kernels
   int get(Knob knob) const;
   void set(Knob knob, int value);
   static int max_value(Knob knob);

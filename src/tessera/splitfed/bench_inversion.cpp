@@ -360,6 +360,54 @@ std::string mi_task_pair_name(MiTaskPair pair) {
   return pair == MiTaskPair::cifar ? "cifar" : "fmnist";
 }
 
+std::string mi_defense_name(const MiDefense& d) {
+  return d.strength > 0.0 ? fmt::format("{}:{:g}", defense_name(d.kind), d.strength)
+                          : defense_name(d.kind);
+}
+
+MiDefense parse_mi_defense(const std::string& spec) {
+  const size_t colon = spec.find(':');
+  MiDefense d{parse_defense(spec.substr(0, colon))};
+  if (colon == std::string::npos) return d;
+  const std::string value = spec.substr(colon + 1);
+  size_t used = 0;
+  try {
+    d.strength = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  TESSERA_CHECK(used == value.size() && used > 0 && d.strength > 0.0 && std::isfinite(d.strength),
+                "defense '{}': the strength after ':' must be a positive number", spec);
+  TESSERA_CHECK(d.kind != DefenseKind::none, "defense '{}': none takes no strength", spec);
+  TESSERA_CHECK(d.kind != DefenseKind::bottleneck || d.strength == std::floor(d.strength),
+                "defense '{}': a bottleneck's strength is its channel count", spec);
+  return d;
+}
+
+namespace {
+
+// The defense options of one row: the row's strength where it has one, else the bench's.
+DefenseOptions row_defense(const MiDefense& d, const MiBenchOptions& b) {
+  DefenseOptions o;
+  o.kind = d.kind;
+  o.lambda = b.lambda;
+  o.tau = b.tau;
+  o.hinge_every_batch = b.hinge_every_batch;
+  o.decoder_pretrain_epochs = b.decoder_pretrain_epochs;
+  o.seed = b.run.sfl.seed;
+  if (o.attacker_aware() && d.strength > 0.0) o.lambda = d.strength;
+  if (o.needs_strategy() && !o.attacker_aware()) o.strength = d.strength;
+  return o;
+}
+
+int64_t row_bottleneck(const MiDefense& d, const MiBenchOptions& b) {
+  if (d.kind == DefenseKind::bottleneck)
+    return d.strength > 0.0 ? static_cast<int64_t>(d.strength) : b.bottleneck;
+  return d.kind == DefenseKind::attacker_aware || d.kind == DefenseKind::ressfl ? b.bottleneck : 0;
+}
+
+}  // namespace
+
 MiBenchOptions::MiBenchOptions() {
   run.sfl.split.cut = 4;
   run.sfl.n_clients = 2;
@@ -377,14 +425,11 @@ void MiBenchOptions::validate() const {
   TESSERA_CHECK(transfer_client_lr > 0.0, "--transfer-client-lr {} must be positive",
                 transfer_client_lr);
   TESSERA_CHECK(!defenses.empty(), "--defenses is empty");
-  for (const DefenseKind kind : defenses) {
-    DefenseOptions probe;
-    probe.kind = kind;
-    probe.lambda = lambda;
-    probe.tau = tau;
+  for (const MiDefense& d : defenses) {
+    DefenseOptions probe = row_defense(d, *this);
     probe.interval = transfer_interval;
     probe.decoder = expert_decoder;
-    probe.validate();  // bad lambda / tau / interval fail before any training
+    probe.validate();  // bad lambda / tau / interval / strength fail before any training
   }
   transfer_decoder.validate();
   checkpoint_decoder.validate();
@@ -399,7 +444,7 @@ void MiBenchOptions::validate() const {
 
 nlohmann::json MiBenchOptions::to_json() const {
   std::vector<std::string> names;
-  for (const DefenseKind kind : defenses) names.push_back(defense_name(kind));
+  for (const MiDefense& d : defenses) names.push_back(mi_defense_name(d));
   return {{"run", run.to_json()},
           {"attack", attack.to_json()},
           {"dataset", mi_task_pair_name(tasks)},
@@ -437,19 +482,13 @@ MiTasks load_mi_tasks(const MiBenchOptions& options) {
 namespace {
 
 /// The row's defended run: ResSFL's two steps for ressfl, else one run from scratch.
-DefendedRun train_mi_row(DefenseKind kind, const MiBenchOptions& b, const MiTasks& tasks,
+DefendedRun train_mi_row(const MiDefense& row, const MiBenchOptions& b, const MiTasks& tasks,
                          const std::vector<int64_t>& checkpoint_epochs, SflOptions& o,
                          DefenseOptions& defense) {
   SflRunOptions run = b.run;
-  defense.kind = kind;
-  defense.lambda = b.lambda;
-  defense.tau = b.tau;
-  defense.hinge_every_batch = b.hinge_every_batch;
-  defense.decoder_pretrain_epochs = b.decoder_pretrain_epochs;
-  defense.seed = run.sfl.seed;
-  const bool bottlenecked = kind == DefenseKind::bottleneck ||
-                            kind == DefenseKind::attacker_aware || kind == DefenseKind::ressfl;
-  run.sfl.split.bottleneck_channels = bottlenecked ? b.bottleneck : 0;
+  const DefenseKind kind = row.kind;
+  defense = row_defense(row, b);
+  run.sfl.split.bottleneck_channels = row_bottleneck(row, b);
   State init_client, init_server;
   if (kind == DefenseKind::attacker_aware) {
     defense.decoder = b.expert_decoder;  // from scratch with the strong simulated attacker
@@ -484,12 +523,12 @@ DefendedRun train_mi_row(DefenseKind kind, const MiBenchOptions& b, const MiTask
 
 }  // namespace
 
-MiRow run_mi_row(DefenseKind kind, const MiBenchOptions& b, const MiTasks& tasks,
+MiRow run_mi_row(const MiDefense& kind, const MiBenchOptions& b, const MiTasks& tasks,
                  const AttackData& d, const std::vector<int64_t>& checkpoint_epochs) {
   SflOptions o;
   DefenseOptions defense;
   const DefendedRun r = train_mi_row(kind, b, tasks, checkpoint_epochs, o, defense);
-  const std::string name = defense_name(kind);
+  const std::string name = mi_defense_name(kind);
   MiRow row;
   row.defense = kind;
   row.accuracy = r.accuracy;
@@ -535,10 +574,10 @@ MiBenchResult bench_mi(const MiBenchOptions& options) {
   }
   MiBenchResult result;
   result.options = options;
-  for (const DefenseKind kind : options.defenses) {
-    const bool track = kind == DefenseKind::attacker_aware || kind == DefenseKind::ressfl;
+  for (const MiDefense& row : options.defenses) {
+    const bool track = row.kind == DefenseKind::attacker_aware || row.kind == DefenseKind::ressfl;
     result.rows.push_back(
-        run_mi_row(kind, options, tasks, d, track ? checkpoints : std::vector<int64_t>{}));
+        run_mi_row(row, options, tasks, d, track ? checkpoints : std::vector<int64_t>{}));
   }
   result.reference = mean_image_reference(d);
   result.label_reference = label_only_reference(d);
@@ -550,7 +589,7 @@ namespace {
 
 const MiRow* plain_row(const std::vector<MiRow>& rows) {
   for (const auto& r : rows) {
-    if (r.defense == DefenseKind::none) return &r;
+    if (r.defense.kind == DefenseKind::none) return &r;
   }
   return nullptr;
 }
@@ -565,7 +604,7 @@ Table MiBenchResult::table() const {
     const double share = base ? reachable_share(r.mse, base->mse, label_reference.mse)
                               : std::numeric_limits<double>::quiet_NaN();
     table.add_row(
-        {defense_name(r.defense), percent(r.accuracy),
+        {mi_defense_name(r.defense), percent(r.accuracy),
          base ? fmt::format("{:.2f}", 100 * (base->accuracy - r.accuracy)) : "-", f4(r.mse),
          std::isnan(share) ? "-" : fmt::format("{:.1f}", 100 * share), f4(r.ssim),
          fmt::format("{:.2f}", r.psnr), r.strongest,
@@ -575,14 +614,33 @@ Table MiBenchResult::table() const {
   return table;
 }
 
+Table MiBenchResult::pareto_table() const {
+  Table table({"acc drop at most (pts)", "best defense", "attack MSE", "share of range %",
+               "acc drop (pts)"});
+  const MiRow* base = plain_row(rows);
+  if (base == nullptr) return table;
+  for (const double cost : {0.5, 1.0, 2.0, 5.0}) {
+    const MiRow* best = nullptr;
+    for (const auto& r : rows) {
+      const double drop = 100 * (base->accuracy - r.accuracy);
+      if (drop <= cost && (best == nullptr || r.mse > best->mse)) best = &r;
+    }
+    const double share = reachable_share(best->mse, base->mse, label_reference.mse);
+    table.add_row({fmt::format("{:g}", cost), mi_defense_name(best->defense), f4(best->mse),
+                   std::isnan(share) ? "-" : fmt::format("{:.1f}", 100 * share),
+                   fmt::format("{:.2f}", 100 * (base->accuracy - best->accuracy))});
+  }
+  return table;
+}
+
 Table MiBenchResult::checkpoint_table() const {
   Table table({"epoch", "defense", "attack MSE", "SSIM", "PSNR dB"});
   for (const auto& r : rows) {
     for (const auto& [epoch, m] : r.checkpoints) {
-      table.add_row(
-          {std::to_string(epoch),
-           r.defense == DefenseKind::ressfl ? "ResSFL transfer" : "attacker-aware from scratch",
-           f4(m.mse), f4(m.ssim), fmt::format("{:.2f}", m.psnr)});
+      table.add_row({std::to_string(epoch),
+                     r.defense.kind == DefenseKind::ressfl ? "ResSFL transfer"
+                                                           : "attacker-aware from scratch",
+                     f4(m.mse), f4(m.ssim), fmt::format("{:.2f}", m.psnr)});
     }
   }
   return table;
@@ -590,6 +648,8 @@ Table MiBenchResult::checkpoint_table() const {
 
 std::string MiBenchResult::to_string() const {
   std::string out = table().to_string() + reference_line(reference, label_reference) + "\n";
+  const Table pareto = pareto_table();
+  if (pareto.n_rows() > 0) out += "Best defense at each accuracy cost:\n" + pareto.to_string();
   const Table ck = checkpoint_table();
   if (ck.n_rows() > 0) out += ck.to_string();
   return out;
@@ -600,7 +660,7 @@ nlohmann::json MiBenchResult::to_json() const {
   j["rows"] = nlohmann::json::array();
   j["checkpoints"] = nlohmann::json::array();
   for (const auto& r : rows) {
-    j["rows"].push_back({{"defense", defense_name(r.defense)},
+    j["rows"].push_back({{"defense", mi_defense_name(r.defense)},
                          {"accuracy", r.accuracy},
                          {"mse", r.mse},
                          {"ssim", r.ssim},
@@ -609,7 +669,7 @@ nlohmann::json MiBenchResult::to_json() const {
                          {"client_seconds_per_step", r.client_seconds_per_step}});
     for (const auto& [epoch, m] : r.checkpoints) {
       j["checkpoints"].push_back(
-          {{"defense", defense_name(r.defense)}, {"epoch", epoch}, {"metrics", m.to_json()}});
+          {{"defense", mi_defense_name(r.defense)}, {"epoch", epoch}, {"metrics", m.to_json()}});
     }
   }
   j["mean_image_reference"] = reference.to_json();
@@ -622,14 +682,14 @@ torch::Tensor MiBenchResult::grid() const {
   std::vector<std::string> labels = {"originals"};
   for (const auto& r : rows) {
     grid_rows.push_back(r.reconstructions.slice(0, 0, 8));
-    labels.push_back(defense_name(r.defense));
+    labels.push_back(mi_defense_name(r.defense));
   }
   return image::labelled_grid(grid_rows, labels);
 }
 
 std::string MiBenchResult::grid_caption() const {
   std::vector<std::string> names;
-  for (const auto& r : rows) names.push_back(defense_name(r.defense));
+  for (const auto& r : rows) names.push_back(mi_defense_name(r.defense));
   return fmt::format("originals, then one row per defense: {}", fmt::join(names, ","));
 }
 
@@ -637,10 +697,19 @@ std::string MiBenchResult::svg() const {
   SvgPlot plot("Model inversion: reconstruction error against accuracy", "target accuracy %",
                "strongest attack's MSE (higher: better defended)");
   double lo = 100.0, hi = 0.0;
-  for (const auto& r : rows) {
-    plot.add_series({defense_name(r.defense), {{100 * r.accuracy, r.mse}}, false});
-    lo = std::min(lo, 100 * r.accuracy);
-    hi = std::max(hi, 100 * r.accuracy);
+  for (const DefenseKind kind : all_defenses()) {  // one series a kind, through its strengths
+    SvgSeries s{defense_name(kind), {}, true};
+    for (const auto& r : rows) {
+      if (r.defense.kind == kind) s.points.emplace_back(100 * r.accuracy, r.mse);
+    }
+    if (s.points.empty()) continue;
+    std::sort(s.points.begin(), s.points.end());
+    s.line = s.points.size() > 1;
+    for (const auto& [accuracy, mse] : s.points) {
+      lo = std::min(lo, accuracy);
+      hi = std::max(hi, accuracy);
+    }
+    plot.add_series(std::move(s));
   }
   plot.add_series({"no-information reference", {{lo, reference.mse}, {hi, reference.mse}}});
   plot.add_series({"label-only reference", {{lo, label_reference.mse}, {hi, label_reference.mse}}});

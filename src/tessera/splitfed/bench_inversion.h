@@ -160,6 +160,21 @@ enum class MiTaskPair { fmnist, cifar };
 MiTaskPair parse_mi_task_pair(const std::string& name);
 std::string mi_task_pair_name(MiTaskPair pair);
 
+/// One row of `sfl bench-mi`: a defense at a strength, so that one run can sweep each defense's
+/// strength (research/sfl.md 3.5) and draw the accuracy / reconstruction-error trade-off.
+struct MiDefense {
+  DefenseKind kind = DefenseKind::none;
+  /// lambda of attacker_aware and ressfl, the channels of bottleneck, DefenseOptions::strength of
+  /// the baselines; 0: the bench's lambda or bottleneck, or the baseline's default.
+  double strength = 0.0;
+  MiDefense(DefenseKind k = DefenseKind::none, double s = 0.0) : kind(k), strength(s) {}
+  bool operator==(const MiDefense& o) const { return kind == o.kind && strength == o.strength; }
+};
+/// "ressfl", "ressfl:3", "laplace:5", "bottleneck:4"; throws tessera::Error for an unknown
+/// kind, a strength that is not a positive number, or a strength on none.
+MiDefense parse_mi_defense(const std::string& spec);
+std::string mi_defense_name(const MiDefense& defense);  ///< "ressfl", or "ressfl:3" with a strength
+
 /// `sfl bench-mi` (research/sfl.md 3.4-3.5, reduced for a CPU; docs/systems/splitfed.md): every
 /// defense trained on the target task and attacked by the suite; ResSFL pre-trains an expert on
 /// the source task first.
@@ -181,7 +196,9 @@ struct MiBenchOptions {
   bool hinge_every_batch = false;                             ///< SSIM hinge on every batch
   int64_t decoder_pretrain_epochs = 0;  ///< DefenseOptions::decoder_pretrain_epochs of every row
   double transfer_client_lr = 0.005;    ///< client learning rate of the transfer
-  std::vector<DefenseKind> defenses = all_defenses();  ///< the rows, in order
+  /// The rows, in order (a kind may come back at other strengths).
+  std::vector<MiDefense> defenses =
+      std::vector<MiDefense>(all_defenses().begin(), all_defenses().end());
   /// Epochs at which attacker_aware and ressfl are attacked (0 = the start; later ones than the
   /// run's epochs are skipped).
   std::vector<int64_t> checkpoints = {0, 1, 2, 5, 10};
@@ -201,7 +218,7 @@ MiTasks load_mi_tasks(const MiBenchOptions& options);
 
 /// One defense trained on the target task and attacked.
 struct MiRow {
-  DefenseKind defense = DefenseKind::none;
+  MiDefense defense;
   double accuracy = 0.0;
   double client_seconds_per_step = 0.0;
   double mse = 0.0, ssim = 0.0, psnr = 0.0;  ///< min MSE, max SSIM, max PSNR over the attacks
@@ -213,7 +230,7 @@ struct MiRow {
 /// Trains one defended SFL run on the target task (for ressfl: ResSFL's two steps, the expert on
 /// the source task with one client and the strong simulated attacker, then the transfer with a
 /// small client learning rate and the light decoder) and attacks it, also at `checkpoint_epochs`.
-MiRow run_mi_row(DefenseKind defense, const MiBenchOptions& options, const MiTasks& tasks,
+MiRow run_mi_row(const MiDefense& defense, const MiBenchOptions& options, const MiTasks& tasks,
                  const AttackData& data, const std::vector<int64_t>& checkpoint_epochs);
 
 struct MiBenchResult {
@@ -236,7 +253,11 @@ struct MiBenchResult {
   torch::Tensor grid() const;
   /// "originals, then one row per defense: none,ressfl,..." (what grid() shows).
   std::string grid_caption() const;
-  /// Attack MSE against target accuracy, one point per defense, the no-information MSE as a line.
+  /// For each accuracy cost (drop from the `none` row at most 0.5, 1, 2, 5 points): the row with
+  /// the highest attack MSE within it, and its share of the reachable range.
+  Table pareto_table() const;
+  /// Attack MSE against target accuracy, one line per defense kind through its strengths, the
+  /// no-information and label-only MSEs as lines.
   std::string svg() const;
 };
 
