@@ -147,15 +147,15 @@ std::vector<std::vector<int64_t>> encode_prompts(const llm::LlmBundle& bundle,
     if (static_cast<int64_t>(out.size()) >= n) break;
     auto ids = bundle.tokenizer.encode_prompt(e.prompt);
     if (static_cast<int64_t>(ids.size()) >= max_len) continue;
-    out.push_back(std::move(ids));
-    if (!labelled) continue;
-    const auto tokenized = tokenize_examples({e}, bundle.tokenizer, max_len);
-    std::vector<int64_t> label;
-    if (!tokenized.empty()) {
-      label = tokenized[0].prompt;
-      label.insert(label.end(), tokenized[0].target.begin(), tokenized[0].target.end());
+    if (labelled) {  // prompt, target, EOS, as tokenize_examples() makes them
+      std::vector<int64_t> label = ids;
+      const auto target = bundle.tokenizer.encode(e.target);
+      label.insert(label.end(), target.begin(), target.end());
+      label.push_back(bundle.tokenizer.eos_id());
+      if (static_cast<int64_t>(label.size()) > max_len) label.clear();
+      labels->push_back(std::move(label));
     }
-    labels->push_back(std::move(label));
+    out.push_back(std::move(ids));
   }
   return out;
 }
@@ -398,15 +398,22 @@ std::string JacobiBenchResult::svg() const {
 namespace {
 
 // AR against Jacobi on both models over the prompts; the qualities are left to the caller.
-JacobiBenchResult measure_pair(llm::LlmBundle& base, llm::LlmBundle& distilled,
-                               const std::vector<std::vector<int64_t>>& prompts, Domain domain,
-                               const JacobiBenchOptions& options) {
+// A result without measurements: the setup of a run on `base`'s tokenizer.
+JacobiBenchResult bench_setup(const llm::LlmBundle& base, Domain domain,
+                              const JacobiBenchOptions& options) {
   JacobiBenchResult r;
   r.domain = domain;
   r.options = options;
   r.options.decode.eos_id = base.tokenizer.eos_id();
   r.threads = at::get_num_threads();
   r.kernel = llm::matmul_kernel_name();
+  return r;
+}
+
+JacobiBenchResult measure_pair(llm::LlmBundle& base, llm::LlmBundle& distilled,
+                               const std::vector<std::vector<int64_t>>& prompts, Domain domain,
+                               const JacobiBenchOptions& options) {
+  JacobiBenchResult r = bench_setup(base, domain, options);
   ProgressBar bar(fmt::format("bench block {}", options.decode.block_size),
                   4 * static_cast<int64_t>(prompts.size()));
   r.base = measure_speed(base.model, prompts, r.options.decode, &bar);
@@ -454,22 +461,15 @@ DistilledComparison run_comparison(llm::LlmBundle& base, std::vector<llm::LlmBun
                 "bench: {} distilled models for {} names", distilled.size(), names.size());
   const auto prompts = encode_prompts(base, corpus.test, options.n_prompts);
   TESSERA_CHECK(!prompts.empty(), "bench: no test prompt fits the model's context");
-  DecodeOptions decode = options.decode;
-  decode.eos_id = base.tokenizer.eos_id();
+  JacobiBenchResult setup = bench_setup(base, corpus.domain, options);
+  const DecodeOptions& decode = setup.options.decode;
   ProgressBar bar("bench models", 2 * static_cast<int64_t>(prompts.size() * (names.size() + 1)));
-  const SpeedPair base_speed = measure_speed(base.model, prompts, decode, &bar);
-  const double quality_base = quality(base, corpus, decode.max_new_tokens);
+  setup.base = measure_speed(base.model, prompts, decode, &bar);
+  setup.quality_base = quality(base, corpus, decode.max_new_tokens);
   DistilledComparison c;
   c.names = names;
   for (auto& d : distilled) {
-    JacobiBenchResult r;
-    r.domain = corpus.domain;
-    r.options = options;
-    r.options.decode.eos_id = decode.eos_id;
-    r.threads = at::get_num_threads();
-    r.kernel = llm::matmul_kernel_name();
-    r.base = base_speed;
-    r.quality_base = quality_base;
+    JacobiBenchResult r = setup;
     r.distilled = measure_speed(d.model, prompts, decode, &bar);
     r.quality_distilled = quality(d, corpus, decode.max_new_tokens);
     c.runs.push_back(std::move(r));
