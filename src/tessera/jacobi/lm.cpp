@@ -343,7 +343,7 @@ DistillResult distill(llm::Llama& model, const std::vector<JacobiTrajectory>& da
                   "none (collect them again with `tessera llm trajectories`)",
                   &t - data.data());
     const bool fits = static_cast<int64_t>(t.prompt.size() + t.states[0].size()) <= max_len &&
-                      static_cast<int64_t>(t.label.size()) <= max_len;
+                      (!ground_truth || static_cast<int64_t>(t.label.size()) <= max_len);
     if (fits) usable.push_back(&t);
   }
   TESSERA_CHECK(!usable.empty(), "distill: no trajectory fits the context length {}", max_len);
