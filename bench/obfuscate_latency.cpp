@@ -1,6 +1,6 @@
 // Two side-by-side latency measurements of obfuscated networks (docs/systems/obfuscate.md,
 // "Decoy kernels"), each interleaving the clean and the obfuscated executor (paired medians of
-// 101 runs a round, batch 1, 28 px, two threads):
+// 101 runs a round, batch 1, 28 px, two threads unless --threads N):
 //   bench_obfuscate_latency decoys
 //       ResNet-18 (seed 0) with `count` decoys after every layer at several sizes: the cached
 //       attacker's layer-sequence difference and the overhead.
@@ -61,8 +61,10 @@ void decoys() {
       e.run(x);
       const int64_t diff = edit_distance(attacker.predict_sequence(e.trace(x, 3)), truth);
       const auto [a, b] = paired_latency_us(ce, e, x, 101);
-      fmt::print("shrink {:4d}, {} a layer ({:2d} decoys): difference {:3d}, overhead {:+.2f}%\n",
-                 shrink, count, added, diff, 100 * (b / a - 1));
+      fmt::print(
+          "shrink {:4d}, {} a layer ({:2d} decoys): difference {:3d}, clean {:.0f} us, overhead "
+          "{:+.2f}%\n",
+          shrink, count, added, diff, a, 100 * (b / a - 1));
     }
   }
 }
@@ -92,14 +94,21 @@ void retime(const std::string& file, const std::string& model, bool pin) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  init_runtime(2);
+  const std::string program = argv[0];
+  int threads = 2;
+  if (argc > 2 && std::string(argv[1]) == "--threads") {
+    threads = std::stoi(argv[2]);
+    argc -= 2;
+    argv += 2;
+  }
+  init_runtime(threads);
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "decoys") {
     decoys();
   } else if (mode == "retime" && argc >= 4) {
     retime(argv[2], argv[3], argc > 4 && std::string(argv[4]) == "pin");
   } else {
-    fmt::print(stderr, "usage: {} decoys | retime FILE MODEL [pin]\n", argv[0]);
+    fmt::print(stderr, "usage: {} [--threads N] decoys | retime FILE MODEL [pin]\n", program);
     return 2;
   }
   return 0;

@@ -30,6 +30,22 @@ TEST(Runtime, InitRuntimeSetsThreadsAndRejectsNegatives) {
   init_runtime(before);
 }
 
+TEST(Runtime, ScopedThreadsRestoresTheThreadCount) {
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(2);
+  {
+    const ScopedThreads one(1);
+    EXPECT_EQ(torch::get_num_threads(), 1);
+    {
+      const ScopedThreads unchanged(0);
+      EXPECT_EQ(torch::get_num_threads(), 1);
+    }
+    EXPECT_EQ(torch::get_num_threads(), 1);
+  }
+  EXPECT_EQ(torch::get_num_threads(), 2);
+  torch::set_num_threads(before);
+}
+
 TEST(Runtime, GitCommitIsNeverEmpty) { EXPECT_FALSE(std::string(git_commit()).empty()); }
 
 TEST(Seed, SameSeedSameStreamsDifferentStreamsDiffer) {

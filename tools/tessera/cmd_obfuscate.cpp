@@ -85,6 +85,10 @@ void add_bench_flags(CLI::App* cmd, obf::ObfuscateBenchOptions& o) {
   cmd->add_option("--final-latency-rounds", o.final_latency_rounds,
                   "rounds of those reps; the overhead is the median of their ratios")
       ->capture_default_str();
+  cmd->add_option("--latency-threads", o.latency_threads,
+                  "threads while latency is timed (0 = --threads; traces keep --threads)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eval-images", o.eval_images,
                   "test images whose outputs are compared (0 = all 10000)")
       ->capture_default_str()

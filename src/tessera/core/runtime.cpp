@@ -25,6 +25,12 @@ std::string blas_library() {
   return resolved;
 }
 
+ScopedThreads::ScopedThreads(int threads) : previous_(torch::get_num_threads()) {
+  if (threads > 0) torch::set_num_threads(threads);
+}
+
+ScopedThreads::~ScopedThreads() { torch::set_num_threads(previous_); }
+
 bool blas_is_fast() {
   const std::string lib = blas_library();
   return lib.find("openblas") != std::string::npos || lib.find("mkl") != std::string::npos;

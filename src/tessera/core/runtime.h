@@ -11,6 +11,19 @@ namespace tessera {
 /// (LibTorch defaults to 1 thread on Debian). Warns once if the reference BLAS is active.
 void init_runtime(int threads = 0);
 
+/// LibTorch's intra-op thread count set to `threads` for a scope and restored at its end
+/// (threads <= 0: left as it is). For timings that must not depend on a second thread.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int threads);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
 /// The shared library that provides sgemm_ to LibTorch (resolved path), or "" if unknown.
 std::string blas_library();
 /// True when the BLAS in use is OpenBLAS (or MKL); false for Debian's slow reference BLAS.

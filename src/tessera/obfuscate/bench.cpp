@@ -9,6 +9,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/runtime.h"
 #include "tessera/core/stats.h"
 #include "tessera/core/timer.h"
 #include "tessera/models/model_io.h"
@@ -142,6 +143,7 @@ void ObfuscateBenchOptions::validate() const {
                     final_latency_rounds >= 1,
                 "latency reps and rounds must be >= 1");
   TESSERA_CHECK(eval_images >= 0, "eval_images must be >= 0, got {}", eval_images);
+  TESSERA_CHECK(latency_threads >= 0, "latency_threads must be >= 0, got {}", latency_threads);
 }
 
 AttackerRecipe ObfuscateBenchOptions::attacker_recipe() const {
@@ -161,6 +163,7 @@ nlohmann::json ObfuscateBenchOptions::to_json() const {
           {"ga_latency_reps", ga_latency_reps},
           {"final_latency_reps", final_latency_reps},
           {"final_latency_rounds", final_latency_rounds},
+          {"latency_threads", latency_threads},
           {"retime_reps", retime_reps},
           {"eval_images", eval_images},
           {"data_dir", data_dir},
@@ -210,6 +213,7 @@ struct Context {
   Executor clean_exec;
   Trace clean_trace;
   double clean_us = 0;
+  int latency_threads = 0;  ///< ObfuscateBenchOptions::latency_threads
 };
 
 // The first conv step that belongs to `target` (the conv itself or one of its branches).
@@ -267,6 +271,7 @@ Measured measure(Context& c, Attacker& attacker, const Net& net, int64_t repeats
   m.trace = e.trace(c.x, static_cast<int>(repeats));
   m.prediction = attacker.predict_sequence(m.trace);
   std::vector<double> ratios, as, bs;
+  const ScopedThreads timing(c.latency_threads);
   for (int64_t r = 0; r < rounds; ++r) {
     const auto [a, b] = paired_latency_us(c.clean_exec, e, c.x, static_cast<int>(latency_reps));
     ratios.push_back(b / a);
@@ -284,6 +289,7 @@ Measured measure(Context& c, Attacker& attacker, const Net& net, int64_t repeats
 double retimed_ratio(Context& c, const Net& net, int64_t warm_runs, int64_t reps) {
   Executor e(net);
   for (int64_t i = 0; i <= warm_runs; ++i) e.run(c.x);
+  const ScopedThreads timing(c.latency_threads);
   const auto [a, b] = paired_latency_us(c.clean_exec, e, c.x, static_cast<int>(reps));
   return b / a;
 }
@@ -352,10 +358,14 @@ std::vector<ObfuscationRow> obfuscate_model(models::Model& model, const std::str
             torch::randn({1, clean.input_shape[0], clean.input_shape[1], clean.input_shape[2]}),
             Executor(clean),
             {},
-            0};
+            0,
+            static_cast<int>(o.latency_threads)};
   c.clean_exec.run(c.x);
   c.clean_trace = c.clean_exec.trace(c.x, static_cast<int>(o.recipe.trace_repeats));
-  c.clean_us = median_latency_us(c.clean_exec, c.x, static_cast<int>(3 * o.ga_latency_reps));
+  {
+    const ScopedThreads timing(c.latency_threads);
+    c.clean_us = median_latency_us(c.clean_exec, c.x, static_cast<int>(3 * o.ga_latency_reps));
+  }
   const int64_t n_layers = static_cast<int64_t>(weighted_layers(clean).size());
   std::vector<ObfuscationRow> rows;
 
@@ -592,7 +602,9 @@ std::vector<TourRow> tour(const TourContext& context) {
   o.data_dir = context.data_dir;
   const ObfuscateBenchResult r = run_obfuscate_bench(o);
   const ObfuscationRow& s = r.rows.front();
-  return {{"obfuscate: NeurObfuscator, ResNet-18 (28 px), GA 16x10, 2% budget",
+  return {{fmt::format("obfuscate: NeurObfuscator, ResNet-18 (28 px), GA 16x10, 2% budget, "
+                       "timed on {} thread(s)",
+                       o.latency_threads),
            fmt::format("attacker LER {:.3f} on 50 held-out nets; layer-seq diff {} -> {} at "
                        "{}% overhead (GA: {}% re-timed); outputs equal on 500 images (max "
                        "diff {:.0e})",

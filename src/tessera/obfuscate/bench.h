@@ -70,6 +70,13 @@ struct ObfuscateBenchOptions {
   /// Rounds of final_latency_reps paired runs; the reported overhead is the median of the
   /// rounds' ratios (one round of 101 runs read 6.2% where five later rounds read -1.2..0.7%).
   int64_t final_latency_rounds = 5;
+  /// LibTorch threads while latency is timed: the GA's evaluations, its re-timing and the
+  /// reported overheads (0 = the process's threads). The traces, the side channel, keep the
+  /// process's threads, as the attacker's training traces did. At two threads this 2-core VM
+  /// runs a batch-1 forward in two speed regimes about 2x apart that change from one round of
+  /// timing to the next and move the obfuscated/clean ratio by tens of points; at one thread it
+  /// does not (docs/systems/obfuscate.md, "One timing thread").
+  int64_t latency_threads = 1;
   /// Test images on which the obfuscated models' outputs are compared (0 = the whole test set;
   /// data_dir "" = synthetic images).
   int64_t eval_images = 0;

@@ -12,6 +12,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/runtime.h"
 #include "tessera/core/seed.h"
 #include "tessera/models/model_io.h"
 #include "tessera/train/cache.h"
@@ -116,14 +117,12 @@ void time_point(BudgetNetwork& nb, const Context& c, models::Model& tuned,
                 const std::vector<RowBudgets>& budgets) {
   std::vector<RowBudgets> target_budgets;
   const auto sparse = target_weights(c, tuned, budgets, target_budgets);
-  const int threads = torch::get_num_threads();
-  torch::set_num_threads(1);
+  const ScopedThreads one_thread(1);
   const double cpu = thread_cpu_seconds();
   const NetworkStats net =
       map_network(c.target, sparse, c.spec, {true, true, c.options.residual_fill});
   nb.map_cpu_seconds = thread_cpu_seconds() - cpu;
   nb.map_seconds = net.map_seconds;
-  torch::set_num_threads(threads);
 }
 
 BudgetNetwork bench_network(const BudgetBenchOptions& o, const HardwareSpec& spec,

@@ -9,6 +9,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/runtime.h"
 #include "tessera/core/seed.h"
 #include "tessera/models/model_io.h"
 #include "tessera/reram/bench.h"
@@ -125,8 +126,7 @@ std::vector<Evaluated> evaluate_settings(const NetworkContext& c, models::Model&
 MappingTiming time_mapping(const workload::Workload& w,
                            const std::vector<quant::QuantizedTensor>& sparse,
                            const HardwareSpec& spec, int repeats) {
-  const int threads = torch::get_num_threads();
-  torch::set_num_threads(1);
+  const ScopedThreads one_thread(1);
   MappingTiming t;
   t.repeats = repeats;
   t.layers = static_cast<int64_t>(w.weighted_layers().size());
@@ -138,7 +138,6 @@ MappingTiming time_mapping(const workload::Workload& w,
     sum_s += timed.map_seconds;
     sum_cpu += timed.map_cpu_seconds;
   }
-  torch::set_num_threads(threads);
   t.mean_seconds = sum_s / repeats;
   t.mean_cpu_seconds = sum_cpu / repeats;
   return t;
