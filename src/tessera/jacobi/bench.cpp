@@ -3,6 +3,7 @@
 #include "tessera/jacobi/bench.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 
@@ -504,8 +505,11 @@ std::string DistilledComparison::svg() const {
                            runs.front().options.decode.block_size),
                "tokens per forward", quality_name(runs.front().domain));
   plot.add_series({"base", {{runs.front().base.jacobi.tpf, runs.front().quality_base}}, false});
+  // The legend names a model by its file's stem ("gt-w10"), the table by the whole name.
   for (size_t i = 0; i < runs.size(); ++i)
-    plot.add_series({names[i], {{runs[i].distilled.jacobi.tpf, runs[i].quality_distilled}}, false});
+    plot.add_series({std::filesystem::path(names[i]).stem().string(),
+                     {{runs[i].distilled.jacobi.tpf, runs[i].quality_distilled}},
+                     false});
   return plot.render();
 }
 
