@@ -134,6 +134,44 @@ TEST_F(BenchTest, TrainSflRunsInProcessWithTheCentralBaseline) {
   EXPECT_EQ(r.central->test.n, 60);
   EXPECT_NE(r.to_string().find("central (same model"), std::string::npos);
   EXPECT_DOUBLE_EQ(r.to_json().at("central_accuracy").get<double>(), r.central->test.accuracy);
+  // Trained here, central has a per-epoch curve beside SFL's.
+  ASSERT_EQ(r.central->history.size(), 1u);
+  EXPECT_EQ(r.central->history[0].test_accuracy, r.central->test.accuracy);
+  EXPECT_EQ(r.convergence_table().n_rows(), 1u);
+  EXPECT_EQ(r.epoch_within(1000.0), 1);
+  EXPECT_EQ(r.epoch_within(-1000.0), -1);
+  EXPECT_NE(r.svg().find("central"), std::string::npos);
+  // Cached on the second run: no curve, its final accuracy drawn flat.
+  const TrainSflResult again = train_sfl(t);
+  ASSERT_TRUE(again.central->cached);
+  EXPECT_TRUE(again.central->history.empty());
+  EXPECT_EQ(again.convergence_table().n_rows(), 0u);
+  EXPECT_EQ(again.epoch_within(1000.0), -1);
+  EXPECT_NE(again.svg().find("cached: final accuracy"), std::string::npos);
+}
+
+TEST_F(BenchTest, SflMeetsCentralFromTheFirstEpochThatStaysWithinThePoints) {
+  TrainSflResult r;
+  r.central = CentralResult{};
+  const std::vector<double> sfl = {0.5, 0.8, 0.7, 0.85}, central = {0.6, 0.805, 0.74, 0.855};
+  for (size_t e = 0; e < sfl.size(); ++e) {
+    EpochRecord record;
+    record.epoch = static_cast<int64_t>(e);
+    record.test_accuracy = sfl[e];
+    r.run.history.push_back(record);
+    train::EpochStats stats;
+    stats.epoch = static_cast<int64_t>(e) + 1;
+    stats.test_accuracy = central[e];
+    r.central->history.push_back(stats);
+  }
+  // Gaps 10, 0.5, 4 and 0.5 points: within 1 point at epochs 2 and 4, staying within from 4.
+  EXPECT_EQ(r.epoch_within(1.0), 4);
+  EXPECT_EQ(r.epoch_within(5.0), 2);
+  EXPECT_EQ(r.epoch_within(20.0), 1);
+  EXPECT_EQ(r.epoch_within(0.1), -1);
+  EXPECT_EQ(r.convergence_table().to_json()[2].at("gap (pts)"), "4.00");
+  r.central->history.pop_back();  // curves of different lengths are not compared
+  EXPECT_EQ(r.epoch_within(100.0), -1);
 }
 
 TEST_F(BenchTest, ServeAndJoinGiveTheInProcessModelWithOneClient) {
@@ -262,6 +300,17 @@ TEST_F(BenchTest, BenchMeAttacksASavedTargetWithoutTraining) {
   EXPECT_EQ(r.targets[0].seconds, "-");
   EXPECT_EQ(r.target.epochs, 1);
   EXPECT_EQ(r.offline.size(), 1u);
+  // A sweep over the attacker's data share: one row per share, in the table and the plot.
+  b.fractions = {0.1, 0.5};
+  const MeBenchResult swept = bench_me(b);
+  ASSERT_EQ(swept.offline.size(), 2u);
+  EXPECT_EQ(swept.offline[0].images, 9);  // of the run's 90 training images
+  EXPECT_EQ(swept.offline[1].images, 45);
+  const nlohmann::json table = swept.accuracy_table().to_json();
+  EXPECT_EQ(table[1].at("attacker data"), "50% (45 images)");
+  EXPECT_NE(swept.svg().find("10% data"), std::string::npos);
+  b.fractions = {1.5};
+  EXPECT_THROW(bench_me(b), Error);
 }
 
 TEST_F(BenchTest, BenchTransportRunsTheProcessesAndReadsTheServerReport) {
@@ -347,6 +396,10 @@ TEST_F(BenchTest, MiDefenseSpecsCarryAStrengthPerRow) {
   MiBenchOptions b;
   b.defenses = {parse_mi_defense("dropout:1.5")};  // p must stay below 1
   EXPECT_THROW(b.validate(), Error);
+  b.defenses = {DefenseKind::ressfl};  // the automatic tau needs the undefended row
+  EXPECT_THROW(b.validate(), Error);
+  b.tau = 0.5;
+  EXPECT_NO_THROW(b.validate());
 }
 
 TEST_F(BenchTest, LabelOnlyReferenceIsTheClassMeanOfTheAuxiliaryImages) {
@@ -425,6 +478,14 @@ TEST_F(BenchTest, BenchMiTrainsEveryDefenseAndAttacksItsCheckpoints) {
   b.checkpoints = {0, 1, 5};  // 5 is beyond the run's one epoch
   const MiBenchResult r = bench_mi(b);
   ASSERT_EQ(r.rows.size(), 4u);
+  EXPECT_TRUE(r.tau_auto);  // the default: a share of the undefended attack's SSIM
+  EXPECT_DOUBLE_EQ(r.options.tau, b.tau_fraction * r.rows[0].ssim);
+  // The default bottleneck keeps 1/6 of the input: 1x8x8 in, 2x2 at cut 4: 64 / (6 x 4) -> 3.
+  EXPECT_TRUE(r.bottleneck_auto);
+  EXPECT_EQ(r.options.bottleneck, 3);
+  const MiTasks tasks = load_mi_tasks(b);
+  b.compression = 1.0;
+  EXPECT_EQ(compression_bottleneck(b, tasks.target), 16);
   EXPECT_EQ(r.rows[1].defense.kind, DefenseKind::ressfl);
   EXPECT_EQ(mi_defense_name(r.rows[3].defense), "dropout:0.5");
   EXPECT_EQ(r.rows[0].checkpoints.size(), 0u);  // only attacker_aware and ressfl are tracked

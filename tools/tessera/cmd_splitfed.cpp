@@ -4,12 +4,11 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli.h"
-#include "tessera/core/error.h"
+#include "cli_options.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/image.h"
 #include "tessera/core/report.h"
@@ -21,43 +20,9 @@ namespace {
 using namespace tessera::splitfed;  // the library this file binds
 namespace cli = tessera::cli;
 
-template <typename T>
-CLI::Option* opt(CLI::App* cmd, const std::string& flag, T& value, const std::string& help) {
-  return cmd->add_option(flag, value, help)->capture_default_str();
-}
-
-/// A choice read by the library's parse_xxx (a bad value is a usage error), shown by xxx_name.
-template <typename T, typename Parse, typename Name>
-CLI::Option* choice(CLI::App* cmd, const std::string& flag, T& value, Parse parse, Name name,
-                    const std::string& help) {
-  const auto read = [&value, parse, flag](const std::string& text) {
-    try {
-      value = parse(text);
-    } catch (const tessera::Error& e) {
-      throw CLI::ValidationError(flag, e.what());
-    }
-  };
-  return cmd->add_option_function<std::string>(flag, read, help)->default_str(name(value));
-}
-
-/// A comma-separated list of choices.
-template <typename T, typename Parse, typename Name>
-CLI::Option* choices(CLI::App* cmd, const std::string& flag, std::vector<T>& values, Parse parse,
-                     Name name, const std::string& help) {
-  const auto parse_list = [parse](const std::string& text) {
-    std::vector<T> list;
-    std::stringstream in(text);
-    for (std::string item; std::getline(in, item, ',');) list.push_back(parse(item));
-    TESSERA_CHECK(!list.empty(), "the list '{}' is empty", text);
-    return list;
-  };
-  const auto names = [name](const std::vector<T>& list) {
-    std::string text;
-    for (const auto& v : list) text += (text.empty() ? "" : ",") + name(v);
-    return text;
-  };
-  return choice(cmd, flag, values, parse_list, names, help);
-}
+using tessera::cli::choice;
+using tessera::cli::choices;
+using tessera::cli::opt;
 
 /// A command's options and the files it writes besides stdout.
 template <typename Options>
@@ -130,7 +95,8 @@ void add_defense_flags(CLI::App* cmd, DefenseOptions& d) {
   opt(cmd, "--tau", d.tau, "SSIM threshold tau in [0, 1)");
   choice(cmd, "--defense-decoder", d.decoder, parse_decoder, decoder_name, "simulated decoder");
   opt(cmd, "--interval", d.interval, "decoder step every N batches");
-  cmd->add_flag("--hinge-every-batch", d.hinge_every_batch, "SSIM hinge on every batch");
+  cmd->add_flag("--hinge-on-decoder-steps{false}", d.hinge_every_batch,
+                "SSIM hinge only when the decoder steps (default: every batch)");
   opt(cmd, "--inner-steps", d.inner_steps, "decoder steps each time");
   opt(cmd, "--decoder-pretrain-epochs", d.decoder_pretrain_epochs, "before the first step");
   opt(cmd, "--strength", d.strength, "baseline strength (<= 0: the default, see the docs)");
@@ -160,11 +126,13 @@ void register_train(CLI::App* sfl) {
   opt(cmd, "-o,--out", c->out, "saved run (client + server states, options)");
   cmd->add_option("--checkpoint", c->options.checkpoint, "server checkpoint after every epoch");
   cmd->add_flag("--central", c->options.central, "also train the uncut model centrally");
+  cli::add_svg_option(cmd, c->svg);
   on_run(cmd, c, "sfl train", &c->options.run.sfl.seed, [](const auto& c) {
     cli::check_writable({c.options.checkpoint});
     const TrainSflResult r = train_sfl(c.options);
     std::cout << r.to_string();
     save_run(c.out, r.sfl, r.run.client_state, r.run.server_state);
+    if (!c.svg.empty()) tessera::write_file_atomic(c.svg, r.svg());
     return r.to_json();
   });
 }
@@ -256,6 +224,8 @@ void register_bench_me(CLI::App* sfl) {
   add_attacker_flags(cmd, b.attacker);
   opt(cmd, "--layers", b.layers, "server-side layer counts to attack")->delimiter(',');
   opt(cmd, "--budgets", b.budgets, "query budgets")->delimiter(',');
+  opt(cmd, "--attacker-fractions", b.fractions, "offline: data shares swept (default: the one)")
+      ->delimiter(',');
   choices(cmd, "--attacks", b.attacks, parse_extraction_attack, extraction_attack_name, "attacks");
   choices(cmd, "--defenses", b.defenses, parse_me_defense, std::mem_fn(&MeDefense::name),
           "retrained targets: noise:S, l1:S or l2:S (attacked at --server-layers)");
@@ -342,13 +312,16 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   cmd->add_option("--cifar10-dir", b.cifar10_dir, "CIFAR-10 binary files (--dataset cifar)");
   cmd->add_option("--cifar100-dir", b.cifar100_dir, "CIFAR-100 binary files (--dataset cifar)");
   opt(cmd, "--expert-epochs", b.expert_epochs, "ResSFL expert pre-training epochs");
-  opt(cmd, "--defense-bottleneck", b.bottleneck, "bottleneck of bottleneck/attacker_aware/ressfl");
+  opt(cmd, "--defense-bottleneck", b.bottleneck, "its channels (0: from --compression)");
+  opt(cmd, "--compression", b.compression, "automatic bottleneck: input floats per smashed one");
   opt(cmd, "--lambda", b.lambda, "hinge weight");
-  opt(cmd, "--tau", b.tau, "SSIM threshold");
+  opt(cmd, "--tau", b.tau, "SSIM threshold (< 0: --tau-fraction x the undefended row's SSIM)");
+  opt(cmd, "--tau-fraction", b.tau_fraction, "automatic tau's share of the undefended SSIM");
   choice(cmd, "--expert-decoder", b.expert_decoder, parse_decoder, decoder_name, "expert attacker");
   choice(cmd, "--transfer-decoder", b.transfer_decoder, parse_decoder, decoder_name, "light");
   opt(cmd, "--decoder-pretrain-epochs", b.decoder_pretrain_epochs, "attacker-aware rows");
-  cmd->add_flag("--hinge-every-batch", b.hinge_every_batch, "SSIM hinge on every batch");
+  cmd->add_flag("--hinge-on-decoder-steps{false}", b.hinge_every_batch,
+                "SSIM hinge only when the decoder steps (default: every batch)");
   opt(cmd, "--transfer-interval", b.transfer_interval, "its update interval, batches");
   opt(cmd, "--transfer-client-lr", b.transfer_client_lr, "client LR of the transfer");
   choices(cmd, "--defenses", b.defenses, parse_mi_defense, mi_defense_name, "kind[:strength] rows");

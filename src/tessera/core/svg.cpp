@@ -54,7 +54,9 @@ std::vector<double> nice_ticks(double lo, double hi, int n) {
     }
   }
   std::vector<double> ticks;
-  for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * span; t += step) ticks.push_back(t);
+  for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * span; t += step) {
+    ticks.push_back(std::abs(t) < 1e-9 * span ? 0.0 : t);  // no "-0" label
+  }
   return ticks;
 }
 

@@ -39,12 +39,13 @@ std::vector<TourRow> tour_extraction(const TourOptions& options) {
 }
 
 std::vector<TourRow> tour_inversion(const TourOptions& options) {
-  const MiBenchOptions& b = options.mi;
-  const MiTasks tasks = load_mi_tasks(b);
-  const AttackData d = attack_data(tasks.target.test, b.attack.targets, b.attack.aux);
-  const MiRow plain = run_mi_row(DefenseKind::none, b, tasks, d, {});
-  const MiRow ressfl = run_mi_row(DefenseKind::ressfl, b, tasks, d, {});
-  const double label_only = label_only_reference(d).mse;
+  MiBenchOptions b = options.mi;
+  b.defenses = {DefenseKind::none, DefenseKind::ressfl};
+  b.checkpoints.clear();
+  const MiBenchResult r = bench_mi(b);
+  const MiRow& plain = r.rows[0];
+  const MiRow& ressfl = r.rows[1];
+  const double label_only = r.label_reference.mse;
   const std::string data = b.run.data.source == DataSource::fashion_mnist
                                ? "FMNIST"
                                : data_source_name(b.run.data.source);
@@ -54,8 +55,8 @@ std::vector<TourRow> tour_inversion(const TourOptions& options) {
                        "({} {} -> {}, {}, {} ep)",
                        plain.mse, ressfl.mse, ressfl.mse / plain.mse,
                        100 * reachable_share(ressfl.mse, plain.mse, label_only), label_only,
-                       mean_image_reference(d).mse, 100 * plain.accuracy, 100 * ressfl.accuracy,
-                       data, classes_name(b.source_classes), classes_name(b.target_classes),
+                       r.reference.mse, 100 * plain.accuracy, 100 * ressfl.accuracy, data,
+                       classes_name(b.source_classes), classes_name(b.target_classes),
                        model_label(b.run.sfl.model), b.run.sfl.epochs),
            "CIFAR-100 VGG-11: MSE 0.005 -> 0.050 at ~1% acc drop"}};
 }
@@ -95,8 +96,9 @@ TourOptions tour_options(const TourContext& context) {
   t.attacker.attacker_fraction = 0.05;
   // Plain SFL and ResSFL (5-epoch expert on classes 0-4 with a res_normN2C32 simulated attacker,
   // then a 5-epoch transfer to classes 5-9; plain SFL also 5 epochs) on 3000 images per task,
-  // VGG-11-BN at 1/4 width, cut 4 (+ C8 bottleneck for ResSFL), lambda 1, tau 0; attacked by
-  // res_normN2C32 trained 10 epochs on 1000 auxiliary images (a reduced `sfl bench-mi`).
+  // VGG-11-BN at 1/4 width, cut 4 (+ C8 bottleneck for ResSFL), lambda 1, tau 0, the hinge only
+  // on the decoder's steps (a fifth of the bench's adversarial cost); attacked by res_normN2C32
+  // trained 10 epochs on 1000 auxiliary images (a reduced `sfl bench-mi`).
   MiBenchOptions& b = t.mi;
   b.run.sfl.epochs = 5;  // 2 left the plain run's BN statistics unsettled (chance accuracy)
   b.run.sfl.seed = context.seed;
@@ -107,6 +109,8 @@ TourOptions tour_options(const TourContext& context) {
   b.expert_decoder = {DecoderKind::residual, 2, 32};
   b.lambda = 1.0;
   b.tau = 0.0;
+  b.hinge_every_batch = false;
+  b.bottleneck = 8;
   b.attack.decoders = {{DecoderKind::residual, 2, 32}};
   b.attack.epochs = 10;  // a reduced attacker: fixed epochs, no patience (the bench's default)
   b.attack.patience = 0;

@@ -135,7 +135,14 @@ CentralResult train_central(const SflOptions& options, DataSource source,
   CentralResult result;
   result.cached = file_exists(train::cached_path(recipe));
   Timer timer;
-  models::Model model = train::cached_fit(recipe, train);
+  // train::cached_fit's training, with the test set evaluated after every epoch (which leaves
+  // the weights as they are) for the per-epoch curve; `train` holds the run's n_train images.
+  models::Model model = train::cached_model(recipe, [&] {
+    seed_everything(recipe.options.seed);
+    models::Model m = models::create(recipe.arch);
+    result.history = train::fit(m, train, &test, recipe.options);
+    return m;
+  });
   result.seconds = timer.elapsed_s();
   result.test = train::evaluate(model, test);
   return result;
@@ -340,6 +347,13 @@ void MeBenchOptions::validate() const {
                 "--layers, --budgets and --attacks must not be empty");
   for (const int64_t l : layers) TESSERA_CHECK(l >= 1, "--layers: {} must be >= 1", l);
   for (const int64_t b : budgets) TESSERA_CHECK(b >= 1, "--budgets: {} must be >= 1", b);
+  for (const double f : fractions) {
+    TESSERA_CHECK(f > 0.0 && f <= 1.0, "--attacker-fractions: {} must be in (0, 1]", f);
+  }
+}
+
+std::vector<double> MeBenchOptions::swept_fractions() const {
+  return fractions.empty() ? std::vector<double>{attacker.attacker_fraction} : fractions;
 }
 
 nlohmann::json MeBenchOptions::to_json() const {
@@ -347,9 +361,10 @@ nlohmann::json MeBenchOptions::to_json() const {
   for (const auto a : attacks) attack_names.push_back(extraction_attack_name(a));
   for (const auto a : online) online_names.push_back(extraction_attack_name(a));
   for (const auto& d : defenses) defense_names.push_back(d.name());
-  return {{"run", run.to_json()},   {"attacker", attacker.to_json()}, {"layers", layers},
-          {"budgets", budgets},     {"attacks", attack_names},        {"defenses", defense_names},
-          {"online", online_names}, {"target_run", target_run}};
+  return {
+      {"run", run.to_json()},      {"attacker", attacker.to_json()}, {"layers", layers},
+      {"budgets", budgets},        {"fractions", swept_fractions()}, {"attacks", attack_names},
+      {"defenses", defense_names}, {"online", online_names},         {"target_run", target_run}};
 }
 
 namespace {
@@ -408,20 +423,28 @@ TargetRun prepare_target(const MeBenchOptions& options, MeBenchResult& result) {
   return t;
 }
 
-void run_offline(const MeBenchOptions& options, models::Model& full, const AttackerData& attacker,
+void run_offline(const MeBenchOptions& options, models::Model& full, const data::Dataset& train,
                  const data::Dataset& test, uint64_t seed, MeBenchResult& result) {
-  for (const ExtractionAttackKind attack : options.attacks) {
-    const std::vector<int64_t> budgets =
-        attack == ExtractionAttackKind::train ? std::vector<int64_t>{0} : options.budgets;
-    for (const int64_t budget : budgets) {
-      for (const int64_t l : options.layers) {
-        const ExtractionOptions extraction = options.attacker.extraction(attack, budget, seed);
-        const ExtractionResult r = extract_offline(full, l, options.run.convention, extraction,
-                                                   attacker.for_attack(attack), test, 0.0);
-        log::info("{} budget {} L={}: acc {:.2f}% fidelity {:.2f}% ({:.1f} s)",
-                  extraction_attack_label(attack), budget, l, 100 * r.best_accuracy,
-                  100 * r.best_fidelity, r.seconds);
-        result.offline.push_back({attack, budget, l, r});
+  const bool runs_gm = std::find(options.attacks.begin(), options.attacks.end(),
+                                 ExtractionAttackKind::gm) != options.attacks.end();
+  for (const double fraction : options.swept_fractions()) {
+    AttackerOptions holder = options.attacker;
+    holder.attacker_fraction = fraction;
+    const AttackerData attacker = make_attacker_data(holder, train, options.run.data,
+                                                     full->config().image_size, runs_gm, seed);
+    for (const ExtractionAttackKind attack : options.attacks) {
+      const std::vector<int64_t> budgets =
+          attack == ExtractionAttackKind::train ? std::vector<int64_t>{0} : options.budgets;
+      for (const int64_t budget : budgets) {
+        for (const int64_t l : options.layers) {
+          const ExtractionOptions extraction = options.attacker.extraction(attack, budget, seed);
+          const ExtractionResult r = extract_offline(full, l, options.run.convention, extraction,
+                                                     attacker.for_attack(attack), test, 0.0);
+          log::info("{} data {} budget {} L={}: acc {:.2f}% fidelity {:.2f}% ({:.1f} s)",
+                    extraction_attack_label(attack), attacker.labelled.size(), budget, l,
+                    100 * r.best_accuracy, 100 * r.best_fidelity, r.seconds);
+          result.offline.push_back({attack, budget, l, fraction, attacker.labelled.size(), r});
+        }
       }
     }
   }
@@ -457,7 +480,7 @@ MeBenchResult bench_me(const MeBenchOptions& options) {
   const AttackerData attacker = make_attacker_data(options.attacker, t.data.train, options.run.data,
                                                    o.model.image_size, runs_gm, o.seed);
   models::Model full = full_model(o, t.run.client_state, t.run.server_state);
-  run_offline(options, full, attacker, t.data.test, o.seed, result);
+  run_offline(options, full, t.data.train, t.data.test, o.seed, result);
   if (!options.defenses.empty()) {
     result.defenses.push_back(
         attack_defended(options, "none", o, t.run, attacker, t.data.test, o.seed));
@@ -488,15 +511,21 @@ Table MeBenchResult::targets_table() const {
 
 namespace {
 
-/// Offline results as rows attack x budget, columns L=...; `value` picks the cell.
+/// "2% (240 images)".
+std::string fraction_label(double fraction, int64_t images) {
+  return fmt::format("{:g}% ({} images)", 100 * fraction, images);
+}
+
+/// Offline results as rows attacker data x attack x budget, columns L=...; `value` picks the cell.
 Table layer_table(const MeBenchResult& r, double (*value)(const ExtractionResult&)) {
-  std::vector<std::string> header = {"attack", "budget"};
+  std::vector<std::string> header = {"attacker data", "attack", "budget"};
   for (const int64_t l : r.options.layers) header.push_back(fmt::format("L={}", l));
   Table table(header);
   const size_t n_layers = r.options.layers.size();
   for (size_t i = 0; i + n_layers <= r.offline.size(); i += n_layers) {
     const auto& first = r.offline[i];
-    std::vector<std::string> row = {extraction_attack_label(first.attack),
+    std::vector<std::string> row = {fraction_label(first.fraction, first.images),
+                                    extraction_attack_label(first.attack),
                                     first.budget ? std::to_string(first.budget) : "-"};
     for (size_t k = 0; k < n_layers; ++k) row.push_back(percent(value(r.offline[i + k].result)));
     table.add_row(row);
@@ -572,6 +601,8 @@ nlohmann::json MeBenchResult::to_json() const {
     nlohmann::json row = r.result.to_json();
     row["budget"] = r.budget;
     row["server_layers"] = r.server_layers;
+    row["attacker_fraction"] = r.fraction;
+    row["attacker_images"] = r.images;
     j["offline"].push_back(row);
   }
   j["accuracy_table"] = accuracy_table().to_json();
@@ -588,21 +619,25 @@ std::string MeBenchResult::svg() const {
   const double lo =
       static_cast<double>(*std::min_element(options.budgets.begin(), options.budgets.end()));
   const double hi = static_cast<double>(max_budget(options));
-  for (const ExtractionAttackKind attack : options.attacks) {
-    for (const int64_t l : options.layers) {
-      SvgSeries series;
-      series.name = fmt::format("{} L={}", extraction_attack_label(attack), l);
-      for (const auto& r : offline) {
-        if (r.attack != attack || r.server_layers != l) continue;
-        const double accuracy = 100 * r.result.best_accuracy;
-        if (attack == ExtractionAttackKind::train) {  // no queries: a flat reference
-          series.name += " (no queries)";
-          series.points = {{lo, accuracy}, {hi, accuracy}};
-        } else {
-          series.points.emplace_back(static_cast<double>(r.budget), accuracy);
+  const std::vector<double> fractions = options.swept_fractions();
+  for (const double fraction : fractions) {
+    for (const ExtractionAttackKind attack : options.attacks) {
+      for (const int64_t l : options.layers) {
+        SvgSeries series;
+        series.name = fmt::format("{} L={}", extraction_attack_label(attack), l);
+        if (fractions.size() > 1) series.name += fmt::format(" {:g}% data", 100 * fraction);
+        for (const auto& r : offline) {
+          if (r.attack != attack || r.server_layers != l || r.fraction != fraction) continue;
+          const double accuracy = 100 * r.result.best_accuracy;
+          if (attack == ExtractionAttackKind::train) {  // no queries: a flat reference
+            series.name += " (no queries)";
+            series.points = {{lo, accuracy}, {hi, accuracy}};
+          } else {
+            series.points.emplace_back(static_cast<double>(r.budget), accuracy);
+          }
         }
+        if (!series.points.empty()) plot.add_series(series);
       }
-      if (!series.points.empty()) plot.add_series(series);
     }
   }
   plot.add_series({"target", {{lo, 100 * target_accuracy}, {hi, 100 * target_accuracy}}});

@@ -55,6 +55,8 @@ train::TrainRecipe central_recipe(const SflOptions& options, DataSource source);
 
 struct CentralResult {
   train::EvalResult test;
+  /// Per-epoch statistics with the test accuracy when it was trained here (empty when cached).
+  std::vector<train::EpochStats> history;
   double seconds = 0.0;  ///< training (or, when cached, loading) time
   bool cached = false;   ///< the model came from the model cache
 };
@@ -154,6 +156,10 @@ struct MeBenchOptions {
   AttackerOptions attacker;
   std::vector<int64_t> layers = {2, 3, 4, 5, 6, 7, 8};  ///< server-side layer counts attacked
   std::vector<int64_t> budgets = {1000, 10000, 100000};
+  /// The attacker's labelled shares of the data that the offline attacks sweep (each share's
+  /// images contain the smaller shares'); empty: attacker.attacker_fraction alone. Defenses and
+  /// online attacks use attacker.attacker_fraction.
+  std::vector<double> fractions;
   std::vector<ExtractionAttackKind> attacks = all_extraction_attacks();
   /// Targets retrained with each defense, attacked at run.server_layers with the largest budget.
   std::vector<MeDefense> defenses;
@@ -165,6 +171,8 @@ struct MeBenchOptions {
 
   void validate() const;
   nlohmann::json to_json() const;
+  /// `fractions`, or {attacker.attacker_fraction} when it is empty.
+  std::vector<double> swept_fractions() const;
 };
 
 struct MeBenchResult {
@@ -179,6 +187,8 @@ struct MeBenchResult {
     ExtractionAttackKind attack = ExtractionAttackKind::train;
     int64_t budget = 0;  ///< 0 for Train-ME (no queries)
     int64_t server_layers = 0;
+    double fraction = 0.0;  ///< the attacker's labelled share of the data
+    int64_t images = 0;     ///< its labelled images
     ExtractionResult result;
   };
   struct Defense {
@@ -197,12 +207,12 @@ struct MeBenchResult {
   SflOptions target;  ///< the target run's options
   double target_accuracy = 0.0;
   std::vector<Target> targets;
-  std::vector<Offline> offline;   ///< attack-major, then budget, then layers
+  std::vector<Offline> offline;   ///< fraction-major, then attack, then budget, then layers
   std::vector<Defense> defenses;  ///< "none" first; empty without options.defenses
   std::vector<Online> online;
 
   Table targets_table() const;
-  /// Rows attack x budget, columns L=...: best surrogate accuracy % / fidelity %.
+  /// Rows attacker data x attack x budget, columns L=...: best surrogate accuracy % / fidelity %.
   Table accuracy_table() const;
   Table fidelity_table() const;
   Table defense_table() const;
@@ -210,8 +220,8 @@ struct MeBenchResult {
   /// Every table with its heading, as `sfl bench-me` prints them.
   std::string to_string() const;
   nlohmann::json to_json() const;
-  /// Best surrogate accuracy against the query budget (log x), one curve per attack and server
-  /// layer count; Train-ME (no queries) and the target as flat lines.
+  /// Best surrogate accuracy against the query budget (log x), one curve per attack, server
+  /// layer count and attacker data share; Train-ME (no queries) and the target as flat lines.
   std::string svg() const;
 };
 

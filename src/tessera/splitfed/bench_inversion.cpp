@@ -16,6 +16,7 @@
 #include "tessera/core/seed.h"
 #include "tessera/core/svg.h"
 #include "tessera/core/timer.h"
+#include "tessera/models/registry.h"
 #include "tessera/splitfed/runtime.h"
 
 namespace tessera::splitfed {
@@ -421,12 +422,21 @@ void MiBenchOptions::validate() const {
   run.validate();
   attack.validate();
   TESSERA_CHECK(expert_epochs >= 1, "--expert-epochs {} must be >= 1", expert_epochs);
-  TESSERA_CHECK(bottleneck >= 1, "--defense-bottleneck {} must be >= 1", bottleneck);
+  TESSERA_CHECK(bottleneck >= 0, "--defense-bottleneck {} must be >= 0 (0 = automatic)",
+                bottleneck);
+  TESSERA_CHECK(compression >= 1.0, "--compression {} must be >= 1", compression);
   TESSERA_CHECK(transfer_client_lr > 0.0, "--transfer-client-lr {} must be positive",
                 transfer_client_lr);
   TESSERA_CHECK(!defenses.empty(), "--defenses is empty");
+  TESSERA_CHECK(tau < 1.0, "--tau {} must be < 1 (negative: automatic)", tau);
+  TESSERA_CHECK(tau_fraction > 0.0 && tau_fraction < 1.0, "--tau-fraction {} must be in (0, 1)",
+                tau_fraction);
+  TESSERA_CHECK(
+      tau >= 0.0 || std::find(defenses.begin(), defenses.end(), MiDefense{}) != defenses.end(),
+      "an automatic --tau needs the 'none' row in --defenses (or give --tau)");
   for (const MiDefense& d : defenses) {
     DefenseOptions probe = row_defense(d, *this);
+    probe.tau = std::max(tau, 0.0);
     probe.interval = transfer_interval;
     probe.decoder = expert_decoder;
     probe.validate();  // bad lambda / tau / interval / strength fail before any training
@@ -452,8 +462,10 @@ nlohmann::json MiBenchOptions::to_json() const {
           {"target_classes", classes_name(target_classes)},
           {"expert_epochs", expert_epochs},
           {"bottleneck", bottleneck},
+          {"compression", compression},
           {"lambda", lambda},
           {"tau", tau},
+          {"tau_fraction", tau_fraction},
           {"expert_decoder", decoder_name(expert_decoder)},
           {"transfer_decoder", decoder_name(transfer_decoder)},
           {"transfer_interval", transfer_interval},
@@ -564,6 +576,18 @@ MiRow run_mi_row(const MiDefense& kind, const MiBenchOptions& b, const MiTasks& 
   return row;
 }
 
+int64_t compression_bottleneck(const MiBenchOptions& options, const Task& task) {
+  const SflOptions o = task_options(options.run, task);
+  models::Model model = models::create(o.model);
+  const std::vector<int64_t> z = model->shape_after(static_cast<size_t>(o.split.cut));
+  TESSERA_CHECK(z.size() == 3, "the cut {} is not at an image-shaped layer", o.split.cut);
+  const int64_t stride = std::max<int64_t>(1, o.split.bottleneck_stride);
+  const double kept = static_cast<double>((z[1] / stride) * (z[2] / stride));
+  const double input =
+      static_cast<double>(o.model.in_channels) * o.model.image_size * o.model.image_size;
+  return std::max<int64_t>(1, std::llround(input / (options.compression * kept)));
+}
+
 MiBenchResult bench_mi(const MiBenchOptions& options) {
   options.validate();
   const MiTasks tasks = load_mi_tasks(options);
@@ -574,10 +598,33 @@ MiBenchResult bench_mi(const MiBenchOptions& options) {
   }
   MiBenchResult result;
   result.options = options;
-  for (const MiDefense& row : options.defenses) {
+  if (options.bottleneck == 0) {
+    result.bottleneck_auto = true;
+    result.options.bottleneck = compression_bottleneck(options, tasks.target);
+    log::info("bottleneck: {} channels (about 1/{} of the input's floats)",
+              result.options.bottleneck, options.compression);
+  }
+  result.rows.resize(options.defenses.size());
+  std::vector<bool> done(options.defenses.size(), false);
+  if (options.tau < 0.0) {  // the undefended row first: its attack's SSIM sets tau
+    const size_t i = static_cast<size_t>(
+        std::find(options.defenses.begin(), options.defenses.end(), MiDefense{}) -
+        options.defenses.begin());
+    MiBenchOptions undefended = result.options;
+    undefended.tau = 0.0;  // unused: the row has no hinge
+    result.rows[i] = run_mi_row(options.defenses[i], undefended, tasks, d, {});
+    done[i] = true;
+    result.tau_auto = true;
+    result.options.tau = options.tau_fraction * result.rows[i].ssim;
+    log::info("tau = {:.3f} ({} x the undefended attack's SSIM {:.4f})", result.options.tau,
+              options.tau_fraction, result.rows[i].ssim);
+  }
+  for (size_t i = 0; i < options.defenses.size(); ++i) {
+    if (done[i]) continue;
+    const MiDefense& row = options.defenses[i];
     const bool track = row.kind == DefenseKind::attacker_aware || row.kind == DefenseKind::ressfl;
-    result.rows.push_back(
-        run_mi_row(row, options, tasks, d, track ? checkpoints : std::vector<int64_t>{}));
+    result.rows[i] =
+        run_mi_row(row, result.options, tasks, d, track ? checkpoints : std::vector<int64_t>{});
   }
   result.reference = mean_image_reference(d);
   result.label_reference = label_only_reference(d);
@@ -648,6 +695,12 @@ Table MiBenchResult::checkpoint_table() const {
 
 std::string MiBenchResult::to_string() const {
   std::string out = table().to_string() + reference_line(reference, label_reference) + "\n";
+  out += fmt::format(
+      "hinge threshold tau = {:.3f}{}; bottleneck {} channels{}\n", options.tau,
+      tau_auto ? fmt::format(" ({} x the undefended attack's SSIM)", options.tau_fraction) : "",
+      options.bottleneck,
+      bottleneck_auto ? fmt::format(" (about 1/{} of the input's floats)", options.compression)
+                      : "");
   const Table pareto = pareto_table();
   if (pareto.n_rows() > 0) out += "Best defense at each accuracy cost:\n" + pareto.to_string();
   const Table ck = checkpoint_table();
@@ -674,6 +727,10 @@ nlohmann::json MiBenchResult::to_json() const {
   }
   j["mean_image_reference"] = reference.to_json();
   j["label_only_reference"] = label_reference.to_json();
+  j["tau"] = options.tau;
+  j["tau_auto"] = tau_auto;
+  j["bottleneck"] = options.bottleneck;
+  j["bottleneck_auto"] = bottleneck_auto;
   return j;
 }
 

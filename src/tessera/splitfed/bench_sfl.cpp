@@ -9,6 +9,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/fs.h"
 #include "tessera/core/log.h"
+#include "tessera/core/svg.h"
 
 namespace tessera::splitfed {
 
@@ -30,6 +31,31 @@ TrainSflResult train_sfl(const TrainSflOptions& options) {
   return result;
 }
 
+namespace {
+
+/// Central's per-epoch test accuracies when it was trained in this run (else empty); only when
+/// they line up with the SFL run's epochs.
+std::vector<double> central_curve(const TrainSflResult& r) {
+  std::vector<double> curve;
+  if (!r.central || r.central->history.size() != r.run.history.size()) return curve;
+  for (const auto& e : r.central->history) curve.push_back(e.test_accuracy);
+  return curve;
+}
+
+}  // namespace
+
+int64_t TrainSflResult::epoch_within(double points) const {
+  const std::vector<double> curve = central_curve(*this);
+  if (curve.empty()) return -1;
+  int64_t first = -1;
+  for (size_t e = 0; e < curve.size(); ++e) {
+    const bool within = 100 * (curve[e] - run.history[e].test_accuracy) <= points;
+    if (!within) first = -1;
+    if (within && first < 0) first = static_cast<int64_t>(e) + 1;
+  }
+  return first;
+}
+
 std::string TrainSflResult::summary() const {
   std::string text = fmt::format(
       "SFL ({} clients, {}, cut {}): test accuracy {:.2f}% in {:.1f} s\n", sfl.n_clients,
@@ -38,18 +64,69 @@ std::string TrainSflResult::summary() const {
     text += fmt::format("central (same model, epochs, batch, schedule): {:.2f}% in {:.1f} s{}\n",
                         100 * central->test.accuracy, central->seconds,
                         central->cached ? " (from the model cache)" : "");
+    if (!central_curve(*this).empty()) {
+      const int64_t e = epoch_within(1.0);
+      text += e > 0 ? fmt::format("SFL within 1 point of central from epoch {} of {}\n", e,
+                                  run.history.size())
+                    : fmt::format("SFL not within 1 point of central at the end of {} epochs\n",
+                                  run.history.size());
+    }
   }
   return text;
 }
 
+Table TrainSflResult::convergence_table() const {
+  Table table({"epoch", "SFL test acc %", "central test acc %", "gap (pts)"});
+  const std::vector<double> curve = central_curve(*this);
+  for (size_t e = 0; e < curve.size(); ++e) {
+    const double sfl_accuracy = run.history[e].test_accuracy;
+    table.add_row({std::to_string(e + 1), percent(sfl_accuracy), percent(curve[e]),
+                   fmt::format("{:.2f}", 100 * (curve[e] - sfl_accuracy))});
+  }
+  return table;
+}
+
 std::string TrainSflResult::to_string() const {
-  return history_table(run.history).to_string() + summary();
+  std::string text = history_table(run.history).to_string();
+  if (!central_curve(*this).empty()) text += convergence_table().to_string();
+  return text + summary();
 }
 
 nlohmann::json TrainSflResult::to_json() const {
   nlohmann::json j = {{"sfl", run.to_json()}, {"options", sfl.to_json()}};
-  if (central) j["central_accuracy"] = central->test.accuracy;
+  if (central) {
+    j["central_accuracy"] = central->test.accuracy;
+    j["central_cached"] = central->cached;
+    if (!central_curve(*this).empty()) {
+      j["convergence"] = convergence_table().to_json();
+      j["epoch_within_1_point"] = epoch_within(1.0);
+    }
+  }
   return j;
+}
+
+std::string TrainSflResult::svg() const {
+  SvgPlot plot(fmt::format("SFL ({} clients) against central training", sfl.n_clients), "epoch",
+               "test accuracy %");
+  SvgSeries sfl_series{fmt::format("SFL, {} clients", sfl.n_clients), {}};
+  for (const auto& e : run.history) {
+    sfl_series.points.emplace_back(static_cast<double>(e.epoch + 1), 100 * e.test_accuracy);
+  }
+  plot.add_series(sfl_series);
+  if (central) {
+    SvgSeries c{"central", {}};
+    const std::vector<double> curve = central_curve(*this);
+    for (size_t e = 0; e < curve.size(); ++e) {
+      c.points.emplace_back(static_cast<double>(e + 1), 100 * curve[e]);
+    }
+    if (curve.empty()) {  // cached: only its final accuracy
+      c.name += " (cached: final accuracy)";
+      c.points = {{1.0, 100 * central->test.accuracy},
+                  {static_cast<double>(run.history.size()), 100 * central->test.accuracy}};
+    }
+    plot.add_series(c);
+  }
+  return plot.render();
 }
 
 void ServeOptions::validate() const {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tessera/core/table.h"
 #include "tessera/net/transport.h"
 #include "tessera/splitfed/bench_common.h"
 #include "tessera/splitfed/bench_extraction.h"
@@ -29,11 +30,21 @@ struct TrainSflResult {
   SflOptions sfl;
   RunResult run;
   std::optional<CentralResult> central;
-  /// "SFL (K clients, v2, cut k): test accuracy ...% in ... s" and the central line.
+  /// "SFL (K clients, v2, cut k): test accuracy ...% in ... s", the central line and, with a
+  /// central curve, the first epoch from which SFL stays within 1 point of central.
   std::string summary() const;
-  /// The history table, then the summary.
+  /// With a central curve (central trained here): epoch, SFL test acc %, central test acc %,
+  /// gap (points, central minus SFL). Empty without one.
+  Table convergence_table() const;
+  /// The first epoch (1-based) from which every later epoch's SFL test accuracy is within
+  /// `points` of central's at the same epoch; -1 when none is, or without a central curve.
+  int64_t epoch_within(double points) const;
+  /// The history table, the convergence table, then the summary.
   std::string to_string() const;
   nlohmann::json to_json() const;
+  /// Test accuracy against the epoch: SFL, and central (a curve when trained here, else its
+  /// final accuracy as a flat line).
+  std::string svg() const;
 };
 
 TrainSflResult train_sfl(const TrainSflOptions& options);

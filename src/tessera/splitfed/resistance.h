@@ -50,10 +50,10 @@ struct DefenseOptions {
   double tau = 0.5;      ///< SSIM threshold (ssim_threshold), in [0, 1)
   DecoderSpec decoder;   ///< the defender's simulated attacker g_phi (default res_normN4C64)
   int64_t interval = 1;  ///< decoder step every `interval` batches (1 / 5)
-  /// RECONSTRUCTED (ResSFL's `optimize_computation`): false applies the SSIM hinge only on the
-  /// batches where the decoder steps, so the whole adversarial part costs 1/interval; true
-  /// applies it on every batch with the decoder of its last update.
-  bool hinge_every_batch = false;
+  /// True (the reference's loop): the SSIM hinge on every batch, with the decoder of its last
+  /// update. False (RECONSTRUCTED from ResSFL's `optimize_computation`): the hinge only on the
+  /// batches where the decoder steps, so the whole adversarial part costs 1/interval.
+  bool hinge_every_batch = true;
   int64_t inner_steps = 1;   ///< decoder steps each time (gan_adv_step{n})
   double decoder_lr = 1e-3;  ///< Adam
   /// Epochs of decoder pre-training before the client's first step: the decoder learns to
@@ -106,7 +106,7 @@ torch::Tensor distance_correlation(const torch::Tensor& x, const torch::Tensor& 
 /// client trains its decoder g_phi to maximise SSIM(g(f_c(x)), x) with f_c frozen (features in
 /// eval mode, as in the reference), then takes
 /// the model step on CE + lambda * max(0, SSIM - tau) with g fixed (the other batches are plain
-/// CE steps unless hinge_every_batch). The decoder is built at the
+/// CE steps when hinge_every_batch is off). The decoder is built at the
 /// first step from the data's shapes and kept across epochs (not averaged); with
 /// decoder_pretrain_epochs > 0 it is first pre-trained on `own_images` (the client's shard).
 /// Also measures the client's own compute time per step (the exchange with the server
