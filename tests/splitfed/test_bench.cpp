@@ -380,7 +380,11 @@ TEST_F(BenchTest, AttackMiRunsTheSuiteAgainstASavedRun) {
   EXPECT_EQ(g.size(1), plain.size(1));
   EXPECT_GT(g.size(2), plain.size(2));     // the label column
   EXPECT_LT(g.min().item<float>(), 0.5f);  // ink
-  a.classes = {0, 1, 2};                   // the run has 10 classes
+  // The decoder's training curve (one epoch: one point) and the references in the plot.
+  EXPECT_EQ(m.attacks[0].val_curve.size(), 1u);
+  EXPECT_NE(m.svg().find("conv_normN0C16"), std::string::npos);
+  EXPECT_NE(m.svg().find("label-only reference"), std::string::npos);
+  a.classes = {0, 1, 2};  // the run has 10 classes
   EXPECT_THROW(attack_mi(a), Error);
 }
 

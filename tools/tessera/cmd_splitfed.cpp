@@ -95,8 +95,9 @@ void add_defense_flags(CLI::App* cmd, DefenseOptions& d) {
   opt(cmd, "--tau", d.tau, "SSIM threshold tau in [0, 1)");
   choice(cmd, "--defense-decoder", d.decoder, parse_decoder, decoder_name, "simulated decoder");
   opt(cmd, "--interval", d.interval, "decoder step every N batches");
-  cmd->add_flag("--hinge-on-decoder-steps{false}", d.hinge_every_batch,
-                "SSIM hinge only when the decoder steps (default: every batch)");
+  cmd->add_flag_callback(
+      "--hinge-on-decoder-steps", [&d] { d.hinge_every_batch = false; },
+      "SSIM hinge only when the decoder steps (default: every batch)");
   opt(cmd, "--inner-steps", d.inner_steps, "decoder steps each time");
   opt(cmd, "--decoder-pretrain-epochs", d.decoder_pretrain_epochs, "before the first step");
   opt(cmd, "--strength", d.strength, "baseline strength (<= 0: the default, see the docs)");
@@ -270,6 +271,7 @@ void register_attack_mi(CLI::App* sfl) {
          "perturbation of the smashed data at attack time (laplace, gaussian, dropout, topk)");
   opt(cmd, "--strength", a.defense.strength, "its strength (<= 0: default)");
   opt(cmd, "--png", c->out, "grid of 8 originals above each attack's reconstructions");
+  cli::add_svg_option(cmd, c->svg);
   cli::add_data_option(cmd, a.data.dir);
   cli::add_seed_option(cmd, a.seed);
   on_run(cmd, c, "sfl attack-mi", &a.seed, [](const auto& c) {
@@ -277,6 +279,7 @@ void register_attack_mi(CLI::App* sfl) {
     std::cout << r.table().to_string() << r.summary();
     tessera::image::write_png(c.out, r.grid());
     std::cout << "wrote " << c.out << "\n";
+    if (!c.svg.empty()) tessera::write_file_atomic(c.svg, r.svg());
     return r.to_json();
   });
 }
@@ -320,8 +323,9 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   choice(cmd, "--expert-decoder", b.expert_decoder, parse_decoder, decoder_name, "expert attacker");
   choice(cmd, "--transfer-decoder", b.transfer_decoder, parse_decoder, decoder_name, "light");
   opt(cmd, "--decoder-pretrain-epochs", b.decoder_pretrain_epochs, "attacker-aware rows");
-  cmd->add_flag("--hinge-on-decoder-steps{false}", b.hinge_every_batch,
-                "SSIM hinge only when the decoder steps (default: every batch)");
+  cmd->add_flag_callback(
+      "--hinge-on-decoder-steps", [&b] { b.hinge_every_batch = false; },
+      "SSIM hinge only when the decoder steps (default: every batch)");
   opt(cmd, "--transfer-interval", b.transfer_interval, "its update interval, batches");
   opt(cmd, "--transfer-client-lr", b.transfer_client_lr, "client LR of the transfer");
   choices(cmd, "--defenses", b.defenses, parse_mi_defense, mi_defense_name, "kind[:strength] rows");

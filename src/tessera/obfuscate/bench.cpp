@@ -521,7 +521,9 @@ Table ObfuscateBenchResult::dimension_table() const {
 
 Table ObfuscateBenchResult::goals_table() const {
   Table t({"goal", "measured", "status"});
-  const double budget = options.seq_ga.budget;
+  // The overhead limit, whatever budget the GAs ran under (a smaller one leaves a
+  // reserve for the timing's noise).
+  const double budget = 0.02;
   for (const auto& r : rows) {
     if (r.mode == "sequence" && r.model == "resnet18") {
       const bool met = r.obfuscated_distance >= 44 && r.overhead <= budget;
@@ -531,8 +533,7 @@ Table ObfuscateBenchResult::goals_table() const {
     }
     if (r.mode == "dimension") {
       // "Far from the truth" because of the obfuscation: the clean prediction must be near.
-      const bool met =
-          r.obfuscated_der >= 1.0 && r.clean_der <= 0.5 && r.overhead <= options.dim_ga.budget;
+      const bool met = r.obfuscated_der >= 1.0 && r.clean_der <= 0.5 && r.overhead <= budget;
       t.add_row({fmt::format("{} 64->128 conv predicted far (DER >= 1 from a clean DER <= 0.5; "
                              "paper 207->93 = 2.51) at <= 2%",
                              r.model),

@@ -274,6 +274,25 @@ nlohmann::json AttackMiResult::to_json() const {
   return j;
 }
 
+std::string AttackMiResult::svg() const {
+  SvgPlot plot("MI decoders: validation MSE against training epochs", "epoch",
+               "validation MSE (auxiliary images)");
+  size_t epochs = 1;
+  for (const auto& r : attacks) {
+    SvgSeries series{r.attack, {}};
+    for (size_t e = 0; e < r.val_curve.size(); ++e) {
+      series.points.emplace_back(static_cast<double>(e + 1), r.val_curve[e]);
+    }
+    epochs = std::max(epochs, r.val_curve.size());
+    if (!series.points.empty()) plot.add_series(series);
+  }
+  const double last = static_cast<double>(epochs);
+  plot.add_series(
+      {"label-only reference", {{1.0, label_reference.mse}, {last, label_reference.mse}}});
+  plot.add_series({"no-information reference", {{1.0, reference.mse}, {last, reference.mse}}});
+  return plot.render();
+}
+
 torch::Tensor AttackMiResult::grid() const {
   const int64_t n = std::min<int64_t>(8, targets.size(0));
   std::vector<torch::Tensor> rows = {targets.slice(0, 0, n)};
@@ -684,9 +703,9 @@ Table MiBenchResult::checkpoint_table() const {
   Table table({"epoch", "defense", "attack MSE", "SSIM", "PSNR dB"});
   for (const auto& r : rows) {
     for (const auto& [epoch, m] : r.checkpoints) {
-      table.add_row({std::to_string(epoch),
-                     r.defense.kind == DefenseKind::ressfl ? "ResSFL transfer"
-                                                           : "attacker-aware from scratch",
+      const std::string what =
+          r.defense.kind == DefenseKind::ressfl ? "ResSFL transfer" : "attacker-aware from scratch";
+      table.add_row({std::to_string(epoch), what + " (" + mi_defense_name(r.defense) + ")",
                      f4(m.mse), f4(m.ssim), fmt::format("{:.2f}", m.psnr)});
     }
   }

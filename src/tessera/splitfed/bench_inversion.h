@@ -117,6 +117,9 @@ struct AttackMiResult {
   nlohmann::json to_json() const;
   /// The first min(8, targets) originals above each attack's reconstructions, rows labelled.
   torch::Tensor grid() const;
+  /// Each decoder's validation MSE against its training epoch (does more training still lower
+  /// it?), the label-only and no-information MSEs as lines.
+  std::string svg() const;
 };
 
 AttackMiResult attack_mi(const AttackMiOptions& options);
