@@ -36,8 +36,9 @@ struct TrainSflResult {
   /// With a central curve (central trained here): epoch, SFL test acc %, central test acc %,
   /// gap (points, central minus SFL). Empty without one.
   Table convergence_table() const;
-  /// The first epoch (1-based) from which every later epoch's SFL test accuracy is within
-  /// `points` of central's at the same epoch; -1 when none is, or without a central curve.
+  /// The first epoch (1-based) from which every later epoch's SFL test accuracy is at most
+  /// `points` below central's at the same epoch (above it counts as within); -1 when none is,
+  /// or without a central curve.
   int64_t epoch_within(double points) const;
   /// The history table, the convergence table, then the summary.
   std::string to_string() const;
