@@ -423,15 +423,18 @@ TargetRun prepare_target(const MeBenchOptions& options, MeBenchResult& result) {
   return t;
 }
 
+bool runs_gm(const MeBenchOptions& options) {
+  return std::find(options.attacks.begin(), options.attacks.end(), ExtractionAttackKind::gm) !=
+         options.attacks.end();
+}
+
 void run_offline(const MeBenchOptions& options, models::Model& full, const data::Dataset& train,
                  const data::Dataset& test, uint64_t seed, MeBenchResult& result) {
-  const bool runs_gm = std::find(options.attacks.begin(), options.attacks.end(),
-                                 ExtractionAttackKind::gm) != options.attacks.end();
   for (const double fraction : options.swept_fractions()) {
     AttackerOptions holder = options.attacker;
     holder.attacker_fraction = fraction;
-    const AttackerData attacker = make_attacker_data(holder, train, options.run.data,
-                                                     full->config().image_size, runs_gm, seed);
+    const AttackerData attacker = make_attacker_data(
+        holder, train, options.run.data, full->config().image_size, runs_gm(options), seed);
     for (const ExtractionAttackKind attack : options.attacks) {
       const std::vector<int64_t> budgets =
           attack == ExtractionAttackKind::train ? std::vector<int64_t>{0} : options.budgets;
@@ -475,10 +478,8 @@ MeBenchResult bench_me(const MeBenchOptions& options) {
   result.options = options;
   TargetRun t = prepare_target(options, result);
   const SflOptions& o = t.options;
-  const bool runs_gm = std::find(options.attacks.begin(), options.attacks.end(),
-                                 ExtractionAttackKind::gm) != options.attacks.end();
   const AttackerData attacker = make_attacker_data(options.attacker, t.data.train, options.run.data,
-                                                   o.model.image_size, runs_gm, o.seed);
+                                                   o.model.image_size, runs_gm(options), o.seed);
   models::Model full = full_model(o, t.run.client_state, t.run.server_state);
   run_offline(options, full, t.data.train, t.data.test, o.seed, result);
   if (!options.defenses.empty()) {

@@ -624,22 +624,22 @@ MiBenchResult bench_mi(const MiBenchOptions& options) {
               result.options.bottleneck, options.compression);
   }
   result.rows.resize(options.defenses.size());
-  std::vector<bool> done(options.defenses.size(), false);
-  if (options.tau < 0.0) {  // the undefended row first: its attack's SSIM sets tau
-    const size_t i = static_cast<size_t>(
+  size_t first = options.defenses.size();  // a row run ahead of the others
+  if (options.tau < 0.0) {                 // the undefended row first: its attack's SSIM sets tau
+    first = static_cast<size_t>(
         std::find(options.defenses.begin(), options.defenses.end(), MiDefense{}) -
         options.defenses.begin());
     MiBenchOptions undefended = result.options;
     undefended.tau = 0.0;  // unused: the row has no hinge
-    result.rows[i] = run_mi_row(options.defenses[i], undefended, tasks, d, {});
-    done[i] = true;
+    const MiRow& row = result.rows[first] =
+        run_mi_row(options.defenses[first], undefended, tasks, d, {});
     result.tau_auto = true;
-    result.options.tau = options.tau_fraction * result.rows[i].ssim;
+    result.options.tau = options.tau_fraction * row.ssim;
     log::info("tau = {:.3f} ({} x the undefended attack's SSIM {:.4f})", result.options.tau,
-              options.tau_fraction, result.rows[i].ssim);
+              options.tau_fraction, row.ssim);
   }
   for (size_t i = 0; i < options.defenses.size(); ++i) {
-    if (done[i]) continue;
+    if (i == first) continue;
     const MiDefense& row = options.defenses[i];
     const bool track = row.kind == DefenseKind::attacker_aware || row.kind == DefenseKind::ressfl;
     result.rows[i] =
