@@ -2,6 +2,7 @@
 // 1/16 width, one epoch): what they return (counts, ordering, invariants) and their bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <sys/stat.h>
@@ -393,8 +394,14 @@ TEST_F(BenchTest, MiDefenseSpecsCarryAStrengthPerRow) {
   EXPECT_EQ(parse_mi_defense("ressfl:3"), MiDefense(DefenseKind::ressfl, 3.0));
   EXPECT_EQ(mi_defense_name(parse_mi_defense("laplace:0.5")), "laplace:0.5");
   EXPECT_EQ(parse_mi_defense("bottleneck:4").strength, 4.0);
+  EXPECT_EQ(parse_mi_defense("ressfl/freeze"),
+            MiDefense(DefenseKind::ressfl, 0.0, ResSflTransfer::freeze));
+  EXPECT_EQ(parse_mi_defense("ressfl/lite:0.3"), MiDefense(DefenseKind::ressfl, 0.3));
+  EXPECT_EQ(mi_defense_name(parse_mi_defense("ressfl/naive:0.3")), "ressfl/naive:0.3");
+  EXPECT_EQ(mi_defense_name(parse_mi_defense("ressfl/lite")), "ressfl");
   for (const char* bad :
-       {"none:1", "ressfl:", "ressfl:x", "ressfl:-1", "ressfl:2x", "bottleneck:2.5", "twist:1"}) {
+       {"none:1", "ressfl:", "ressfl:x", "ressfl:-1", "ressfl:2x", "bottleneck:2.5", "twist:1",
+        "dropout/freeze", "ressfl/thaw", "ressfl/"}) {
     EXPECT_THROW(parse_mi_defense(bad), Error) << bad;
   }
   MiBenchOptions b;
@@ -450,6 +457,27 @@ TEST_F(BenchTest, DefendedTrainingPretrainsAnExpertAndTransfersFromIt) {
   const DefendedTrainResult t = train_defended(transfer);
   EXPECT_EQ(t.sfl.model.num_classes, 5);
   EXPECT_EQ(t.to_json().at("defense").at("name"), "ressfl");
+  // ResSFL's "freeze" transfer: client learning rate 0, so the client keeps the expert's
+  // weights (its BN statistics still follow the target data, as in train mode).
+  DefendedTrainOptions freeze = transfer;
+  freeze.defense.kind = DefenseKind::none;
+  freeze.run.sfl.client_lr = 0.0;
+  const DefendedTrainResult f = train_defended(freeze);
+  ASSERT_EQ(f.run.run.history.size(), 1u);
+  EXPECT_EQ(f.run.run.history[0].n_dropped, 0);  // the frozen client ran the epoch
+  EXPECT_GT(f.run.run.history[0].n_steps, 0);
+  size_t weights = 0;
+  for (const auto& [name, tensor] : f.run.run.client_state) {
+    if (name.find("running") != std::string::npos || name.find("num_batches") != std::string::npos)
+      continue;
+    const auto it =
+        std::find_if(expert.run.run.client_state.begin(), expert.run.run.client_state.end(),
+                     [&](const auto& e) { return e.first == name; });
+    ASSERT_NE(it, expert.run.run.client_state.end()) << name;
+    EXPECT_TRUE(torch::equal(tensor, it->second)) << name;
+    ++weights;
+  }
+  EXPECT_GT(weights, 0u);
   transfer.run.sfl.split.cut = 5;  // not the expert's split
   EXPECT_THROW(train_defended(transfer), Error);
 }
@@ -473,6 +501,38 @@ MiBenchOptions tiny_mi() {
   b.attack.targets = 8;
   b.attack.aux = 16;
   return b;
+}
+
+TEST_F(BenchTest, BenchMiTrainsOneExpertPerLambdaOrUsesASavedOne) {
+  MiBenchOptions b = tiny_mi();
+  b.tau = 0.5;
+  b.bottleneck = 3;
+  const MiTasks tasks = load_mi_tasks(b);
+  SflRunOptions run = b.run;
+  run.sfl.split.bottleneck_channels = 3;
+  DefenseOptions d;
+  d.lambda = 0.3;
+  MiExperts experts;
+  const SavedRun* first = &experts.get(b, tasks, run, d);
+  EXPECT_EQ(first->options.n_clients, 1);
+  EXPECT_EQ(&experts.get(b, tasks, run, d), first);  // trained once
+  d.lambda = 1.0;
+  EXPECT_NE(&experts.get(b, tasks, run, d), first);
+  // A saved expert serves every row; the transfer variants run from it.
+  testing::TempDir dir;
+  save_run(dir.file("expert.safetensors"), first->options, first->client, first->server);
+  b.expert_path = dir.file("expert.safetensors");
+  b.defenses = {DefenseKind::none, parse_mi_defense("ressfl/naive"),
+                parse_mi_defense("ressfl/freeze")};
+  const MiBenchResult r = bench_mi(b);
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(mi_defense_name(r.rows[2].defense), "ressfl/freeze");
+  EXPECT_GT(r.rows[2].mse, 0.0);
+  b.expert_path = dir.file("missing.safetensors");
+  EXPECT_THROW(b.validate(), Error);
+  b.expert_path.clear();
+  b.expert_train_samples = -2;
+  EXPECT_THROW(b.validate(), Error);
 }
 
 TEST_F(BenchTest, BenchMiTrainsEveryDefenseAndAttacksItsCheckpoints) {

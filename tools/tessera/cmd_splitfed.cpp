@@ -315,6 +315,8 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
   cmd->add_option("--cifar10-dir", b.cifar10_dir, "CIFAR-10 binary files (--dataset cifar)");
   cmd->add_option("--cifar100-dir", b.cifar100_dir, "CIFAR-100 binary files (--dataset cifar)");
   opt(cmd, "--expert-epochs", b.expert_epochs, "ResSFL expert pre-training epochs");
+  opt(cmd, "--expert-train-samples", b.expert_train_samples, "its images (0 all, -1 as target)");
+  cmd->add_option("--expert", b.expert_path, "a saved `sfl pretrain` run instead of step A");
   opt(cmd, "--defense-bottleneck", b.bottleneck, "its channels (0: from --compression)");
   opt(cmd, "--compression", b.compression, "automatic bottleneck: input floats per smashed one");
   opt(cmd, "--lambda", b.lambda, "hinge weight");
@@ -328,7 +330,8 @@ void add_mi_bench_flags(CLI::App* cmd, MiBenchOptions& b) {
       "SSIM hinge only when the decoder steps (default: every batch)");
   opt(cmd, "--transfer-interval", b.transfer_interval, "its update interval, batches");
   opt(cmd, "--transfer-client-lr", b.transfer_client_lr, "client LR of the transfer");
-  choices(cmd, "--defenses", b.defenses, parse_mi_defense, mi_defense_name, "kind[:strength] rows");
+  choices(cmd, "--defenses", b.defenses, parse_mi_defense, mi_defense_name,
+          "kind[/transfer][:strength] rows (ressfl/naive, ressfl/freeze)");
   opt(cmd, "--checkpoints", b.checkpoints, "epochs attacked (tracked rows)")->delimiter(',');
   choice(cmd, "--checkpoint-decoder", b.checkpoint_decoder, parse_decoder, decoder_name,
          "the checkpoints' attack");

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <sstream>
 
@@ -380,14 +381,42 @@ std::string mi_task_pair_name(MiTaskPair pair) {
   return pair == MiTaskPair::cifar ? "cifar" : "fmnist";
 }
 
+ResSflTransfer parse_ressfl_transfer(const std::string& name) {
+  if (name == "lite") return ResSflTransfer::lite;
+  if (name == "naive") return ResSflTransfer::naive;
+  if (name == "freeze") return ResSflTransfer::freeze;
+  TESSERA_CHECK(false, "ResSFL transfer '{}' must be lite, naive or freeze", name);
+  return ResSflTransfer::lite;
+}
+
+std::string ressfl_transfer_name(ResSflTransfer transfer) {
+  switch (transfer) {
+    case ResSflTransfer::naive:
+      return "naive";
+    case ResSflTransfer::freeze:
+      return "freeze";
+    case ResSflTransfer::lite:
+      break;
+  }
+  return "lite";
+}
+
 std::string mi_defense_name(const MiDefense& d) {
-  return d.strength > 0.0 ? fmt::format("{}:{:g}", defense_name(d.kind), d.strength)
-                          : defense_name(d.kind);
+  std::string name = defense_name(d.kind);
+  if (d.transfer != ResSflTransfer::lite) name += "/" + ressfl_transfer_name(d.transfer);
+  return d.strength > 0.0 ? fmt::format("{}:{:g}", name, d.strength) : name;
 }
 
 MiDefense parse_mi_defense(const std::string& spec) {
   const size_t colon = spec.find(':');
-  MiDefense d{parse_defense(spec.substr(0, colon))};
+  const std::string head = spec.substr(0, colon);
+  const size_t slash = head.find('/');
+  MiDefense d{parse_defense(head.substr(0, slash))};
+  if (slash != std::string::npos) {
+    TESSERA_CHECK(d.kind == DefenseKind::ressfl,
+                  "defense '{}': only ressfl takes a transfer after '/'", spec);
+    d.transfer = parse_ressfl_transfer(head.substr(slash + 1));
+  }
   if (colon == std::string::npos) return d;
   const std::string value = spec.substr(colon + 1);
   size_t used = 0;
@@ -441,6 +470,11 @@ void MiBenchOptions::validate() const {
   run.validate();
   attack.validate();
   TESSERA_CHECK(expert_epochs >= 1, "--expert-epochs {} must be >= 1", expert_epochs);
+  TESSERA_CHECK(expert_train_samples >= -1,
+                "--expert-train-samples {} must be >= 0 (0: all; -1: as the target task)",
+                expert_train_samples);
+  TESSERA_CHECK(expert_path.empty() || std::filesystem::is_regular_file(expert_path),
+                "--expert {}: no such file", expert_path);
   TESSERA_CHECK(bottleneck >= 0, "--defense-bottleneck {} must be >= 0 (0 = automatic)",
                 bottleneck);
   TESSERA_CHECK(compression >= 1.0, "--compression {} must be >= 1", compression);
@@ -480,6 +514,8 @@ nlohmann::json MiBenchOptions::to_json() const {
           {"source_classes", classes_name(source_classes)},
           {"target_classes", classes_name(target_classes)},
           {"expert_epochs", expert_epochs},
+          {"expert_train_samples", expert_train_samples},
+          {"expert", expert_path},
           {"bottleneck", bottleneck},
           {"compression", compression},
           {"lambda", lambda},
@@ -498,24 +534,26 @@ nlohmann::json MiBenchOptions::to_json() const {
 
 MiTasks load_mi_tasks(const MiBenchOptions& options) {
   const int64_t size = options.run.sfl.model.image_size;
+  DataOptions source = options.run.data, target = options.run.data;
+  if (options.expert_train_samples >= 0) source.train_samples = options.expert_train_samples;
   if (options.tasks == MiTaskPair::cifar) {  // CIFAR-10 -> CIFAR-100, as in the paper
-    DataOptions source = options.run.data, target = options.run.data;
     source.source = DataSource::cifar10;
     source.cifar_dir = options.cifar10_dir;
     target.source = DataSource::cifar100;
     target.cifar_dir = options.cifar100_dir;
     return {load_task(source, size, {}), load_task(target, size, {})};
   }
-  return {load_task(options.run.data, size, options.source_classes),
-          load_task(options.run.data, size, options.target_classes)};
+  return {load_task(source, size, options.source_classes),
+          load_task(target, size, options.target_classes)};
 }
 
 namespace {
 
-/// The row's defended run: ResSFL's two steps for ressfl, else one run from scratch.
+/// The row's defended run: ResSFL's transfer from its expert for ressfl, else one run from
+/// scratch.
 DefendedRun train_mi_row(const MiDefense& row, const MiBenchOptions& b, const MiTasks& tasks,
-                         const std::vector<int64_t>& checkpoint_epochs, SflOptions& o,
-                         DefenseOptions& defense) {
+                         const std::vector<int64_t>& checkpoint_epochs, MiExperts& experts,
+                         SflOptions& o, DefenseOptions& defense) {
   SflRunOptions run = b.run;
   const DefenseKind kind = row.kind;
   defense = row_defense(row, b);
@@ -526,26 +564,15 @@ DefendedRun train_mi_row(const MiDefense& row, const MiBenchOptions& b, const Mi
     defense.interval = 1;
   }
   if (kind == DefenseKind::ressfl) {
-    // Step A: expert pre-training on the source task (one client, strong attacker, 3.4 A).
-    SflRunOptions expert_run = run;
-    expert_run.sfl.n_clients = 1;
-    expert_run.sfl.epochs = b.expert_epochs;
-    const SflOptions os = task_options(expert_run, tasks.source);
-    DefenseOptions expert = defense;
-    expert.kind = DefenseKind::attacker_aware;
-    expert.decoder = b.expert_decoder;
-    expert.interval = 1;
-    Timer timer;
-    const DefendedRun e = run_defended(os, expert, tasks.source.train, tasks.source.test);
-    log::info("ResSFL expert: source accuracy {:.2f}% after {} epochs ({:.1f} s)", 100 * e.accuracy,
-              os.epochs, timer.elapsed_s());
-    // Step B: transfer with a small client learning rate and a light decoder (3.4 B).
-    run.sfl.client_lr = b.transfer_client_lr;
+    const SavedRun& e = experts.get(b, tasks, run, defense);
+    // Step B (3.4 B): lite keeps the hinge with a light decoder; naive and freeze train on
+    // cross-entropy alone, freeze with the client's learning rate at 0.
+    run.sfl.client_lr = row.transfer == ResSflTransfer::freeze ? 0.0 : b.transfer_client_lr;
     defense.decoder = b.transfer_decoder;
     defense.interval = b.transfer_interval;
+    if (row.transfer != ResSflTransfer::lite) defense.kind = DefenseKind::none;
     const SflOptions ot = task_options(run, tasks.target);
-    std::tie(init_client, init_server) =
-        transfer_states(ot, os, e.run.client_state, e.run.server_state);
+    std::tie(init_client, init_server) = transfer_states(ot, e.options, e.client, e.server);
   }
   o = task_options(run, tasks.target);
   return run_defended(o, defense, tasks.target.train, tasks.target.test, checkpoint_epochs,
@@ -554,11 +581,39 @@ DefendedRun train_mi_row(const MiDefense& row, const MiBenchOptions& b, const Mi
 
 }  // namespace
 
+const SavedRun& MiExperts::get(const MiBenchOptions& b, const MiTasks& tasks,
+                               const SflRunOptions& run, const DefenseOptions& defense) {
+  const double lambda = b.expert_path.empty() ? defense.lambda : 0.0;  // a file: one expert
+  if (const auto it = experts_.find(lambda); it != experts_.end()) return it->second;
+  if (!b.expert_path.empty()) {
+    log::info("ResSFL expert: {}", b.expert_path);
+    return experts_[lambda] = load_run(b.expert_path);
+  }
+  // Step A (3.4 A): one client on the source task, the strong attacker's decoder every batch.
+  SflRunOptions expert_run = run;
+  expert_run.sfl.n_clients = 1;
+  expert_run.sfl.epochs = b.expert_epochs;
+  const Task& source = tasks.source;
+  const SflOptions os = task_options(expert_run, source);
+  DefenseOptions expert = defense;
+  expert.kind = DefenseKind::attacker_aware;
+  expert.decoder = b.expert_decoder;
+  expert.interval = 1;
+  Timer timer;
+  const DefendedRun e = run_defended(os, expert, source.train, source.test);
+  log::info(
+      "ResSFL expert (lambda {:g}): source accuracy {:.2f}% after {} epochs on {} images "
+      "({:.1f} s)",
+      lambda, 100 * e.accuracy, os.epochs, source.train.size(), timer.elapsed_s());
+  return experts_[lambda] = SavedRun{os, e.run.client_state, e.run.server_state};
+}
+
 MiRow run_mi_row(const MiDefense& kind, const MiBenchOptions& b, const MiTasks& tasks,
-                 const AttackData& d, const std::vector<int64_t>& checkpoint_epochs) {
+                 const AttackData& d, const std::vector<int64_t>& checkpoint_epochs,
+                 MiExperts& experts) {
   SflOptions o;
   DefenseOptions defense;
-  const DefendedRun r = train_mi_row(kind, b, tasks, checkpoint_epochs, o, defense);
+  const DefendedRun r = train_mi_row(kind, b, tasks, checkpoint_epochs, experts, o, defense);
   const std::string name = mi_defense_name(kind);
   MiRow row;
   row.defense = kind;
@@ -624,6 +679,7 @@ MiBenchResult bench_mi(const MiBenchOptions& options) {
               result.options.bottleneck, options.compression);
   }
   result.rows.resize(options.defenses.size());
+  MiExperts experts;
   size_t first = options.defenses.size();  // a row run ahead of the others
   if (options.tau < 0.0) {                 // the undefended row first: its attack's SSIM sets tau
     first = static_cast<size_t>(
@@ -632,7 +688,7 @@ MiBenchResult bench_mi(const MiBenchOptions& options) {
     MiBenchOptions undefended = result.options;
     undefended.tau = 0.0;  // unused: the row has no hinge
     const MiRow& row = result.rows[first] =
-        run_mi_row(options.defenses[first], undefended, tasks, d, {});
+        run_mi_row(options.defenses[first], undefended, tasks, d, {}, experts);
     result.tau_auto = true;
     result.options.tau = options.tau_fraction * row.ssim;
     log::info("tau = {:.3f} ({} x the undefended attack's SSIM {:.4f})", result.options.tau,
@@ -642,8 +698,8 @@ MiBenchResult bench_mi(const MiBenchOptions& options) {
     if (i == first) continue;
     const MiDefense& row = options.defenses[i];
     const bool track = row.kind == DefenseKind::attacker_aware || row.kind == DefenseKind::ressfl;
-    result.rows[i] =
-        run_mi_row(row, result.options, tasks, d, track ? checkpoints : std::vector<int64_t>{});
+    result.rows[i] = run_mi_row(row, result.options, tasks, d,
+                                track ? checkpoints : std::vector<int64_t>{}, experts);
   }
   result.reference = mean_image_reference(d);
   result.label_reference = label_only_reference(d);

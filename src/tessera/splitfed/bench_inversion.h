@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "tessera/splitfed/bench_common.h"
 #include "tessera/splitfed/inversion.h"
 #include "tessera/splitfed/resistance.h"
+#include "tessera/splitfed/runtime.h"
 
 namespace tessera::splitfed {
 
@@ -165,18 +167,35 @@ std::string mi_task_pair_name(MiTaskPair pair);
 
 /// One row of `sfl bench-mi`: a defense at a strength, so that one run can sweep each defense's
 /// strength (research/sfl.md 3.5) and draw the accuracy / reconstruction-error trade-off.
+/// How ResSFL's step B trains the client on the target task (the paper's Table 3 variants).
+enum class ResSflTransfer {
+  lite,    ///< "lowLRlite", ResSFL proper: small client LR, the hinge with the light decoder
+  naive,   ///< "lowLRsimple": small client LR, plain cross-entropy (no simulated attacker)
+  freeze,  ///< "freeze": client LR 0, plain cross-entropy; the client only runs forward
+};
+/// "lite", "naive" or "freeze"; throws tessera::Error listing the valid names.
+ResSflTransfer parse_ressfl_transfer(const std::string& name);
+std::string ressfl_transfer_name(ResSflTransfer transfer);
+
 struct MiDefense {
   DefenseKind kind = DefenseKind::none;
   /// lambda of attacker_aware and ressfl, the channels of bottleneck, DefenseOptions::strength of
   /// the baselines; 0: the bench's lambda or bottleneck, or the baseline's default.
   double strength = 0.0;
-  MiDefense(DefenseKind k = DefenseKind::none, double s = 0.0) : kind(k), strength(s) {}
-  bool operator==(const MiDefense& o) const { return kind == o.kind && strength == o.strength; }
+  ResSflTransfer transfer = ResSflTransfer::lite;  ///< ressfl rows only
+  MiDefense(DefenseKind k = DefenseKind::none, double s = 0.0,
+            ResSflTransfer t = ResSflTransfer::lite)
+      : kind(k), strength(s), transfer(t) {}
+  bool operator==(const MiDefense& o) const {
+    return kind == o.kind && strength == o.strength && transfer == o.transfer;
+  }
 };
-/// "ressfl", "ressfl:3", "laplace:5", "bottleneck:4"; throws tessera::Error for an unknown
-/// kind, a strength that is not a positive number, or a strength on none.
+/// "ressfl", "ressfl:3", "ressfl/freeze", "ressfl/naive:0.3", "laplace:5", "bottleneck:4";
+/// throws tessera::Error for an unknown kind or transfer, a transfer on another kind than
+/// ressfl, a strength that is not a positive number, or a strength on none.
 MiDefense parse_mi_defense(const std::string& spec);
-std::string mi_defense_name(const MiDefense& defense);  ///< "ressfl", or "ressfl:3" with a strength
+/// The inverse: "ressfl", "ressfl:3", "ressfl/freeze:0.3" (the lite transfer is not named).
+std::string mi_defense_name(const MiDefense& defense);
 
 /// `sfl bench-mi` (research/sfl.md 3.4-3.5, reduced for a CPU; docs/systems/splitfed.md): every
 /// defense trained on the target task and attacked by the suite; ResSFL pre-trains an expert on
@@ -189,6 +208,12 @@ struct MiBenchOptions {
   std::vector<int64_t> target_classes = {5, 6, 7, 8, 9};  ///< the target task's, disjoint
   std::string cifar10_dir, cifar100_dir;                  ///< the cifar pair's files
   int64_t expert_epochs = 5;                              ///< ResSFL expert pre-training epochs
+  /// The expert's source images: -1 (the default) as many as the target task's
+  /// (run.data.train_samples), 0 all of them (30000 for Fashion-MNIST's classes 0-4).
+  int64_t expert_train_samples = -1;
+  /// A saved run of `sfl pretrain` (same model, cut and bottleneck) that every ressfl row
+  /// transfers from instead of pre-training its own expert; empty: pre-train one per lambda.
+  std::string expert_path;
   /// Channels of the bottleneck, attacker_aware and ressfl rows; 0 (the default): the fewest
   /// that keep one smashed float per `compression` input floats at the cut (at least 1).
   int64_t bottleneck = 0;
@@ -242,11 +267,23 @@ struct MiRow {
   std::vector<std::pair<int64_t, InversionMetrics>> checkpoints;
 };
 
-/// Trains one defended SFL run on the target task (for ressfl: ResSFL's two steps, the expert on
-/// the source task with one client and the strong simulated attacker, then the transfer with a
-/// small client learning rate and the light decoder) and attacks it, also at `checkpoint_epochs`.
+/// ResSFL's step A, done once per lambda in one bench: the expert on the source task with one
+/// client and the strong simulated attacker, or the saved one of MiBenchOptions::expert_path.
+class MiExperts {
+ public:
+  /// The expert for `defense`'s lambda under `run` (the row's split); trained on first use.
+  const SavedRun& get(const MiBenchOptions& options, const MiTasks& tasks, const SflRunOptions& run,
+                      const DefenseOptions& defense);
+
+ private:
+  std::map<double, SavedRun> experts_;  ///< by lambda (one entry for a saved expert)
+};
+
+/// Trains one defended SFL run on the target task (for ressfl: the expert of `experts`, then
+/// the transfer of the row's variant) and attacks it, also at `checkpoint_epochs`.
 MiRow run_mi_row(const MiDefense& defense, const MiBenchOptions& options, const MiTasks& tasks,
-                 const AttackData& data, const std::vector<int64_t>& checkpoint_epochs);
+                 const AttackData& data, const std::vector<int64_t>& checkpoint_epochs,
+                 MiExperts& experts);
 
 struct MiBenchResult {
   MiBenchOptions options;            ///< with the tau the rows used (auto resolved)

@@ -56,6 +56,10 @@ void honest_step(StepContext& context, const torch::Tensor& x, const torch::Tens
   const torch::Tensor grad = context.exchange(z.detach(), y);
   dropped = !grad.defined();
   if (dropped) return;
+  // A frozen client (learning rate 0, no weight penalty) would not change: it only runs forward.
+  const bool frozen = context.options.effective_client_lr() == 0.0 &&
+                      context.options.client_l1 == 0.0 && context.options.client_l2 == 0.0;
+  if (frozen) return;
   // d<z, g>/dθ = g · dz/dθ: the chain rule through the cut (research/sfl.md 1.1 step 3).
   torch::Tensor loss = (z * grad).sum();
   const torch::Tensor penalty = client_weight_penalty(context.model, context.options);
@@ -203,9 +207,12 @@ SplitClient::EpochEnd SplitClient::run_epoch(const SflOptions& options, const da
   // averaged model (exact rejoin, resume and sampling); research/sfl.md 1.2 notes the papers'
   // momentum of inactive clients as an artefact.
   train::TrainOptions t = options.schedule_options();
-  t.lr = plan.meta.at("lr").get<double>();
+  const double lr = plan.meta.at("lr").get<double>();
+  // A frozen client (learning rate 0: ResSFL's "freeze" transfer) never steps its optimizer
+  // (honest_step); it is built at the run's rate and set to 0.
+  if (lr > 0.0) t.lr = lr;
   auto optimizer = train::make_optimizer(model->parameters(), t);
-  train::set_learning_rate(*optimizer, t.lr);
+  train::set_learning_rate(*optimizer, lr);
   strategy_->begin_epoch(epoch, model);
 
   const uint64_t stream = 100000 * static_cast<uint64_t>(report.index + 1) + epoch;
