@@ -165,8 +165,6 @@ enum class MiTaskPair { fmnist, cifar };
 MiTaskPair parse_mi_task_pair(const std::string& name);
 std::string mi_task_pair_name(MiTaskPair pair);
 
-/// One row of `sfl bench-mi`: a defense at a strength, so that one run can sweep each defense's
-/// strength (research/sfl.md 3.5) and draw the accuracy / reconstruction-error trade-off.
 /// How ResSFL's step B trains the client on the target task (the paper's Table 3 variants).
 enum class ResSflTransfer {
   lite,    ///< "lowLRlite", ResSFL proper: small client LR, the hinge with the light decoder
@@ -177,6 +175,8 @@ enum class ResSflTransfer {
 ResSflTransfer parse_ressfl_transfer(const std::string& name);
 std::string ressfl_transfer_name(ResSflTransfer transfer);
 
+/// One row of `sfl bench-mi`: a defense at a strength, so that one run can sweep each defense's
+/// strength (research/sfl.md 3.5) and draw the accuracy / reconstruction-error trade-off.
 struct MiDefense {
   DefenseKind kind = DefenseKind::none;
   /// lambda of attacker_aware and ressfl, the channels of bottleneck, DefenseOptions::strength of
